@@ -1,0 +1,83 @@
+"""Datasets as tensors in [−1, 1]: the embedded ones (toy2d, digits) and real image folders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from minority.errors import UserError
+
+
+@dataclass
+class RealData:
+    """A dataset held in memory.
+
+    Attributes:
+        x: float32 (N, 2) points or (N, C, H, W) images, values in about [−1, 1].
+        labels: int64 (N,) class / component labels, or None.
+        name: the dataset's config name.
+        mixture: the exact density for toy2d (a ``GaussianMixture2D``), else None.
+    """
+
+    x: Tensor
+    labels: Tensor | None
+    name: str
+    mixture: Any = None
+
+    @property
+    def is_image(self) -> bool:
+        return self.x.ndim == 4
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+def _toy2d(cfg: Mapping[str, Any]) -> RealData:
+    from minority.data.toy2d import GaussianMixture2D
+
+    mixture = GaussianMixture2D(cfg["means"], cfg["stds"], cfg["weights"])
+    generator = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
+    x, component = mixture.sample(int(cfg["num_samples"]), generator=generator)
+    return RealData(x=x, labels=component, name="toy2d", mixture=mixture)
+
+
+def _digits(cfg: Mapping[str, Any]) -> RealData:
+    from minority.data.digits import keep_fraction, load_digits_images
+
+    x, labels = load_digits_images()
+    fractions = {int(k): float(v) for k, v in (cfg.get("keep_fraction") or {}).items()}
+    if fractions:
+        kept = keep_fraction(labels, fractions, seed=int(cfg.get("seed", 0)))
+        x, labels = x[kept], labels[kept]
+    return RealData(x=x, labels=labels, name="digits")
+
+
+def _images(cfg: Mapping[str, Any]) -> RealData:
+    from minority.data.images import load_image_dataset
+
+    return load_image_dataset(cfg)
+
+
+BUILDERS: dict[str, Callable[[Mapping[str, Any]], RealData]] = {
+    "toy2d": _toy2d,
+    "digits": _digits,
+}
+
+
+def build_dataset(cfg: Mapping[str, Any]) -> RealData:
+    """Build the dataset a ``dataset`` config node describes (its ``name`` picks the builder)."""
+    name = cfg.get("name")
+    builder = BUILDERS.get(name, _images if cfg.get("format") else None)
+    if builder is None:
+        raise UserError(
+            f"Unknown dataset '{name}'; choose one of {sorted(BUILDERS)} or give an image 'format'."
+        )
+    return builder(cfg)
