@@ -1,0 +1,93 @@
+"""Pixel-level helpers shared by the image datasets: listing, ADM's centre crop, scaling, subsets.
+
+The crop follows ADM (guided-diffusion ``image_datasets.py``), which the released checkpoints and
+the minority-guidance / self-guided minority code were trained and scored with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from minority.errors import UserError
+
+IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "gif", "webp"})
+
+
+def list_image_files(root: Path) -> list[Path]:
+    """Image files under ``root``, recursively, in a fixed order.
+
+    Entries of each folder are visited in sorted name order and sub-folders are expanded in place
+    (guided-diffusion's order), so the list is the same on every machine.
+    """
+    found: list[Path] = []
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if entry.is_dir():
+            found.extend(list_image_files(entry))
+        elif entry.suffix[1:].lower() in IMAGE_EXTENSIONS:
+            found.append(entry)
+    return found
+
+
+def open_rgb(path: Path) -> Image.Image:
+    """Decode an image file as 8-bit RGB (first frame of a GIF, alpha dropped)."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise UserError(f"Cannot read the image file {path}: {error}.") from error
+
+
+def center_crop_arr(image: Image.Image, image_size: int) -> np.ndarray:
+    """ADM's centre crop to a square of side ``image_size``.
+
+    While the shorter side is at least twice ``image_size`` the image is halved with a BOX filter
+    (integer halving, clean anti-aliasing); then one BICUBIC resize brings the shorter side to
+    ``image_size`` (the other side rounded); then the central square is cut, offsets rounded down.
+
+    Returns:
+        uint8 array (image_size, image_size, 3).
+    """
+    while min(image.size) >= 2 * image_size:
+        image = image.resize(tuple(side // 2 for side in image.size), resample=Image.BOX)
+    scale = image_size / min(image.size)
+    image = image.resize(tuple(round(side * scale) for side in image.size), resample=Image.BICUBIC)
+    arr = np.asarray(image)
+    top = (arr.shape[0] - image_size) // 2
+    left = (arr.shape[1] - image_size) // 2
+    return arr[top : top + image_size, left : left + image_size]
+
+
+def central_square(image: Image.Image, side: int) -> Image.Image:
+    """The central ``side`` × ``side`` square of ``image`` (offsets rounded down)."""
+    width, height = image.size
+    if min(width, height) < side:
+        raise UserError(f"An image of {width}×{height} is smaller than the {side}-px square crop.")
+    left, top = (width - side) // 2, (height - side) // 2
+    return image.crop((left, top, left + side, top + side))
+
+
+def to_model_range(arr: np.ndarray) -> Tensor:
+    """uint8 (H, W, 3) → float32 (3, H, W) in [−1, 1], as x / 127.5 − 1."""
+    x = arr.transpose(2, 0, 1).astype(np.float32)
+    x /= 127.5
+    x -= 1.0
+    return torch.from_numpy(x)
+
+
+def subset_indices(n: int, max_images: int | None, seed: int) -> np.ndarray:
+    """Indices kept when at most ``max_images`` of ``n`` items are used.
+
+    A seeded uniform draw without replacement (so a folder sorted by class is not cut to its
+    first classes), returned in increasing order; all indices when there is no cap.
+    """
+    if max_images is None or max_images >= n:
+        return np.arange(n)
+    if max_images < 1:
+        raise UserError(f"dataset.max_images must be a positive number, got {max_images}.")
+    generator = torch.Generator().manual_seed(seed)
+    return np.sort(torch.randperm(n, generator=generator)[:max_images].numpy())
