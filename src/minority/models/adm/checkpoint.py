@@ -150,7 +150,7 @@ def suspect_flags(model: nn.Module, ckpt: Shapes, own: Shapes) -> list[str]:
     stem = mismatched.pop("input_blocks.0.0.weight", None)
     if stem and stem[0][1] != stem[1][1]:
         hints.append(f"in_channels (the checkpoint takes {stem[0][1]} input channels)")
-    film = [k for k, shapes in mismatched.items() if _is_film_mismatch(k, shapes)]
+    film = _film_keys(ckpt, own)
     if film:
         hints.append(names.scale_shift)
     trunk = re.compile(r"^(time_embed|input_blocks|middle_block|output_blocks)\.")
@@ -185,7 +185,7 @@ def _output_hints(model: nn.Module, differing: list[str], mismatched: dict) -> l
             continue
         if key.endswith("positional_embedding"):
             hints.append("image_size (size of the attention pool)")
-        elif key.endswith("weight") and ckpt[0] != own[0] and ckpt[1:] == own[1:]:
+        elif len(own) > 1 and ckpt[0] != own[0] and ckpt[1:] == own[1:]:
             if is_classifier:
                 hints.append(f"out_channels (the checkpoint has {ckpt[0]} classes)")
             elif ckpt[0] == 2 * own[0]:
@@ -197,12 +197,14 @@ def _output_hints(model: nn.Module, differing: list[str], mismatched: dict) -> l
     return hints
 
 
-def _is_film_mismatch(key: str, shapes: tuple[tuple[int, ...], tuple[int, ...]]) -> bool:
-    """An embedding projection twice or half as wide: scale-shift norm on one side only."""
-    ckpt, own = shapes
-    if not key.endswith("emb_layers.1.weight") or ckpt[1] != own[1]:
-        return False
-    return ckpt[0] == 2 * own[0] or own[0] == 2 * ckpt[0]
+def _film_keys(ckpt: Shapes, own: Shapes) -> list[str]:
+    """Embedding projections, all twice (or all half) as wide in the checkpoint as in the model
+    with the same input width: scale-shift norm on one side only. Empty when not all are."""
+    keys = [k for k in own.keys() & ckpt.keys() if k.endswith("emb_layers.1.weight")]
+    for factor in (2.0, 0.5):
+        if keys and all(ckpt[k][1] == own[k][1] and ckpt[k][0] == factor * own[k][0] for k in keys):
+            return [k[: -len("weight")] + suffix for k in keys for suffix in ("weight", "bias")]
+    return []
 
 
 _BLOCK = re.compile(r"^(input_blocks|output_blocks)\.(\d+)\.")
