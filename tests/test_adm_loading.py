@@ -252,11 +252,13 @@ def test_conditional_model_rejects_unconditional_checkpoint():
     [
         (dict(classifier_pool="adaptive"), "classifier_pool"),
         (dict(out_channels=10), "out_channels"),
+        (dict(classifier_width=64), "classifier_width"),
+        (dict(classifier_use_scale_shift_norm=False), "classifier_use_scale_shift_norm"),
     ],
 )
 def test_classifier_checkpoint_mismatch_names_the_flag(checkpoint_flags, flag):
     other = create_classifier(dataclasses.replace(TINY_EXTRACTOR, **checkpoint_flags))
-    with pytest.raises(UserError, match=flag):
+    with pytest.raises(UserError, match=f"flag: {flag}"):
         load_adm_checkpoint(create_classifier(TINY_EXTRACTOR), other.state_dict())
 
 

@@ -123,7 +123,7 @@ def _mismatch_message(model: nn.Module, name: object, ckpt: Shapes, own: Shapes)
 
 
 def _some(items: list[str], what: str = "keys") -> str:
-    """ "0 keys" or "12 keys (a, b, c, …)"."""
+    """A count with the first few names, e.g. ``12 keys (a, b, c, …)``."""
     if not items:
         return f"0 {what}"
     more = ", …" if len(items) > _EXAMPLES else ""
@@ -180,21 +180,25 @@ def _output_hints(model: nn.Module, differing: list[str], mismatched: dict) -> l
     if is_classifier and any(k.startswith("out.") for k in differing):
         return ["classifier_pool"]
     hints = []
-    for key, (ckpt, own) in sorted(mismatched.items()):
-        if not key.startswith("out."):
-            continue
-        if key.endswith("positional_embedding"):
-            hints.append("image_size (size of the attention pool)")
-        elif len(own) > 1 and ckpt[0] != own[0] and ckpt[1:] == own[1:]:
-            if is_classifier:
-                hints.append(f"out_channels (the checkpoint has {ckpt[0]} classes)")
-            elif ckpt[0] == 2 * own[0]:
-                hints.append("learn_sigma (the checkpoint learns the variance)")
-            elif own[0] == 2 * ckpt[0]:
-                hints.append("learn_sigma (the checkpoint has a fixed variance)")
-            else:
-                hints.append(f"in_channels (the checkpoint outputs {ckpt[0]} channels)")
+    pool_embedding = mismatched.get("out.2.positional_embedding")
+    if pool_embedding and pool_embedding[0][0] == pool_embedding[1][0]:
+        hints.append("image_size (size of the attention pool)")
+    final = [k for k in model.state_dict() if k.startswith("out.") and k.endswith(".weight")][-1:]
+    if final and final[0] in mismatched:
+        ckpt, own = mismatched[final[0]]
+        if ckpt[0] != own[0] and ckpt[1:] == own[1:]:
+            hints.append(_output_width_hint(is_classifier, ckpt[0], own[0]))
     return hints
+
+
+def _output_width_hint(is_classifier: bool, ckpt: int, own: int) -> str:
+    if is_classifier:
+        return f"out_channels (the checkpoint has {ckpt} classes)"
+    if ckpt == 2 * own:
+        return "learn_sigma (the checkpoint learns the variance)"
+    if own == 2 * ckpt:
+        return "learn_sigma (the checkpoint has a fixed variance)"
+    return f"in_channels (the checkpoint outputs {ckpt} channels)"
 
 
 def _film_keys(ckpt: Shapes, own: Shapes) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -69,26 +70,17 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None) -> Abstrac
     return torch.autocast(device.type, dtype=dtype)
 
 
+@dataclass(frozen=True)
 class _BlockFactory:
     """Builds residual and attention blocks sharing one set of hyper-parameters."""
 
-    def __init__(
-        self,
-        emb_channels: int,
-        dropout: float,
-        use_checkpoint: bool,
-        use_scale_shift_norm: bool,
-        num_heads: int,
-        num_head_channels: int,
-        use_new_attention_order: bool,
-    ):
-        self.emb_channels = emb_channels
-        self.dropout = dropout
-        self.use_checkpoint = use_checkpoint
-        self.use_scale_shift_norm = use_scale_shift_norm
-        self.num_heads = num_heads
-        self.num_head_channels = num_head_channels
-        self.use_new_attention_order = use_new_attention_order
+    emb_channels: int
+    dropout: float
+    use_checkpoint: bool
+    use_scale_shift_norm: bool
+    num_heads: int
+    num_head_channels: int
+    use_new_attention_order: bool
 
     def res(self, channels: int, out: int | None = None, **updown: bool) -> ResBlock:
         return ResBlock(
