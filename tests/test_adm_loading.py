@@ -22,6 +22,7 @@ from minority.models.adm import (
     lsun_head_flags,
 )
 from minority.models.adm.flags import attention_downsample_rates, parse_channel_mult
+from minority.models.adm.layers import AttentionBlock
 
 TINY_UNET = dict(
     image_size=16,
@@ -112,13 +113,9 @@ def test_omegaconf_node_with_list_values_builds_the_same_model():
 
 
 def test_num_head_channels_sets_the_head_count():
-    model = tiny_unet()
-    heads = {
-        m.num_heads
-        for n, m in model.named_modules()
-        if n.endswith(".1") and "qkv" in dict(m.named_children())
-    }
-    assert heads == {64 // 16}
+    blocks = [m for m in tiny_unet().modules() if isinstance(m, AttentionBlock)]
+    assert len(blocks) == 4  # one per level-1 block: encoder, middle, decoder ×2
+    assert {block.num_heads for block in blocks} == {64 // 16}
 
 
 # ----------------------------------------------------------------------------- forward
