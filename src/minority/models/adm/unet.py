@@ -6,8 +6,8 @@ Parameter names and shapes equal those of guided-diffusion's ``UNetModel``, ``Su
 
 Precision: weights always stay float32. ``use_fp16=True`` (or ``dtype=torch.float16``) runs the
 forward pass under ``torch.autocast`` in float16 on CUDA (on CPU it runs in float32, where float16
-is slow); ``dtype=torch.bfloat16`` autocasts on CUDA and on CPU. GroupNorm and the attention
-softmax stay in float32; outputs come back in the input's dtype.
+is slow); ``dtype=torch.bfloat16`` autocasts on CUDA and on CPU. GroupNorm stays in float32;
+outputs come back in the input's dtype.
 """
 
 from __future__ import annotations
