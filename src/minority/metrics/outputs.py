@@ -1,0 +1,134 @@
+"""Writing metric results: ``metrics.json``, markdown table rows and distribution plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def plain(value: object) -> object:
+    """A JSON-friendly copy: tensors / numpy values to Python numbers or lists, NaN to None."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return [plain(v) for v in value.tolist()] if value.ndim else plain(value.item())
+    if isinstance(value, np.generic):
+        return plain(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def write_metrics_json(path: str | os.PathLike, values: Mapping[str, object]) -> Path:
+    """Write ``values`` as indented JSON (non-finite numbers as null), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(plain(values), indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def format_cell(value: object) -> str:
+    """A table cell: floats with 4 significant digits, missing values as an empty cell."""
+    value = plain(value)
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_row(values: Mapping[str, object], columns: Sequence[str]) -> str:
+    """One markdown table row of ``values`` in the order of ``columns``."""
+    return "| " + " | ".join(format_cell(values.get(c)) for c in columns) + " |"
+
+
+def markdown_header(columns: Sequence[str]) -> str:
+    """Header and separator lines of a markdown table."""
+    return "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
+
+
+def render_markdown_table(
+    rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None
+) -> str:
+    """A whole markdown table; columns default to the keys of all rows, in first-seen order."""
+    columns = list(columns or dict.fromkeys(k for row in rows for k in row))
+    lines = [markdown_header(columns), *(markdown_row(row, columns) for row in rows)]
+    return "\n".join(lines) + "\n"
+
+
+def append_markdown_row(
+    path: str | os.PathLike,
+    values: Mapping[str, object],
+    columns: Sequence[str] | None = None,
+) -> Path:
+    """Append a row to the markdown table at ``path``, writing its header first if it is new.
+
+    Columns default to the keys of ``values``; an existing table keeps its own header's columns.
+    """
+    path = Path(path)
+    if path.is_file() and path.stat().st_size:
+        header = path.read_text().splitlines()[0]
+        columns = [c.strip() for c in header.strip().strip("|").split("|")]
+        with path.open("a") as file:
+            file.write(markdown_row(values, columns) + "\n")
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_markdown_table([values], columns))
+    return path
+
+
+def _finite(values: object) -> np.ndarray:
+    """Per-sample values (sequence, array or tensor) -> their finite entries, float64 (K,)."""
+    arr = np.asarray(plain(values), dtype=np.float64).ravel()
+    return arr[np.isfinite(arr)]
+
+
+def plot_score_distributions(
+    path: str | os.PathLike,
+    scores: Mapping[str, tuple[object, object]],
+    title: str | None = None,
+    bins: int = 50,
+) -> Path:
+    """Overlaid histograms of per-sample scores of a run against the real data's, as a PNG.
+
+    Args:
+        path: output ``.png``.
+        scores: metric name -> (generated (N,), real (M,)) per-sample values, e.g.
+            ``{"AvgkNN": (...), "LOF": (...)}``; non-finite values are left out.
+        title: figure title.
+        bins: histogram bins, shared by both sets of a panel.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    figure = Figure(figsize=(4.5 * len(scores), 3.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(scores), squeeze=False)[0]
+    for ax, (name, (generated, real)) in zip(axes, scores.items(), strict=True):
+        gen, ref = _finite(generated), _finite(real)
+        edges = np.histogram_bin_edges(np.concatenate([gen, ref]), bins=bins)
+        ax.hist(ref, bins=edges, density=True, alpha=0.5, label="real")
+        ax.hist(gen, bins=edges, density=True, alpha=0.5, label="generated")
+        ax.set_xlabel(name)
+        ax.set_ylabel("density")
+        ax.legend()
+    if title:
+        figure.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path
