@@ -57,7 +57,7 @@ def _digits(cfg: Mapping[str, Any]) -> RealData:
     if fractions:
         kept = keep_fraction(labels, fractions, seed=int(cfg.get("seed", 0)))
         x, labels = x[kept], labels[kept]
-    return RealData(x=x, labels=labels, name="digits")
+    return RealData(x=x, labels=labels, name=str(cfg.get("name", "digits")))
 
 
 def _images(cfg: Mapping[str, Any]) -> RealData:
@@ -73,8 +73,8 @@ BUILDERS: dict[str, Callable[[Mapping[str, Any]], RealData]] = {
 
 
 def build_dataset(cfg: Mapping[str, Any]) -> RealData:
-    """Build the dataset a ``dataset`` config node describes (its ``name`` picks the builder)."""
-    name = cfg.get("name")
+    """Build the dataset a ``dataset`` node describes (``source``, else ``name``, picks it)."""
+    name = cfg.get("source") or cfg.get("name")
     builder = BUILDERS.get(name, _images if cfg.get("format") else None)
     if builder is None:
         raise UserError(

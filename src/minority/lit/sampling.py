@@ -1,0 +1,129 @@
+"""Sampling as a Lightning predict loop: each rank draws its own batches of global indices.
+
+Batches are fixed ranges [start, end) of the global sample indices 0..N−1, so with per-sample
+seeds a sample's value depends only on (seed, index). Rank r of W takes batches r, r+W, …; a
+batch whose shard is already on disk is skipped, which makes a relaunched run resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from minority.diffusion.gaussian import GaussianDiffusion
+from minority.models.denoiser import Denoiser
+from minority.outputs import completed_ranges, to_storage, write_shard
+from minority.sampling.init import Initialisation
+from minority.sampling.loop import Guide, sample
+from minority.sampling.noise import SeededNoise
+
+
+def batch_ranges(num_samples: int, batch_size: int) -> list[tuple[int, int]]:
+    """[start, end) ranges of ``batch_size`` covering 0..num_samples−1."""
+    return [(s, min(s + batch_size, num_samples)) for s in range(0, num_samples, batch_size)]
+
+
+class SamplingModule(pl.LightningModule):
+    """Draw samples for batches of global indices.
+
+    Args:
+        denoiser, diffusion: the model and its respaced diffusion.
+        sample_shape: shape of one sample, e.g. (2,) or (3, 64, 64).
+        seed: the run's seed (with the index, it fixes every draw of a sample).
+        sampler, eta, clip_denoised: the step rule (see :func:`minority.sampling.loop.sample`).
+        guide: guidance term and schedule, or None.
+        init: initialisation policy (Boost-and-Skip).
+        num_classes: for class-conditional models, labels are drawn per sample from its own
+            seed (uniform over the classes, as the official scripts do); 0 = unconditional.
+        ranges: the [start, end) batches still to draw.
+        progress: show a progress bar per batch.
+    """
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        diffusion: GaussianDiffusion,
+        sample_shape: Sequence[int],
+        seed: int,
+        ranges: Sequence[tuple[int, int]],
+        sampler: str = "ddpm",
+        eta: float = 0.0,
+        clip_denoised: bool = True,
+        guide: Guide | None = None,
+        init: Initialisation | None = None,
+        num_classes: int = 0,
+        progress: bool = False,
+    ):
+        super().__init__()
+        self.denoiser, self.diffusion = denoiser.eval().requires_grad_(False), diffusion
+        self.sample_shape, self.seed, self.ranges = tuple(sample_shape), seed, list(ranges)
+        self.sampler, self.eta, self.clip_denoised = sampler, eta, clip_denoised
+        self.guide, self.init, self.num_classes, self.progress = guide, init, num_classes, progress
+
+    def predict_dataloader(self) -> DataLoader:
+        """This rank's share of the batches: ranges r, r+W, r+2W, …"""
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        return DataLoader(self.ranges[rank::world], batch_size=None)
+
+    def class_labels(self, indices: Sequence[int]) -> Tensor | None:
+        """Per-sample random labels drawn from the sample's own seed (None if unconditional)."""
+        if not self.num_classes:
+            return None
+        labels = [
+            int(torch.randint(self.num_classes, (1,), generator=g))
+            for g in SeededNoise(self.seed + 1, indices).generators
+        ]
+        return torch.tensor(labels, device=self.device)
+
+    def predict_step(self, batch: tuple[int, int], batch_idx: int) -> dict[str, Any]:
+        start, end = int(batch[0]), int(batch[1])
+        indices = range(start, end)
+        y = self.class_labels(indices)
+        with torch.inference_mode(False), torch.enable_grad():
+            x = sample(
+                self.denoiser,
+                self.diffusion,
+                (len(indices), *self.sample_shape),
+                SeededNoise(self.seed, indices, self.device),
+                self.sampler,
+                self.eta,
+                self.guide,
+                self.init,
+                self.clip_denoised,
+                y,
+                self.progress,
+            )
+        labels = y if y is not None else torch.full((len(indices),), -1)
+        return {"start": start, "end": end, "samples": x, "labels": labels}
+
+
+class ShardWriter(BasePredictionWriter):
+    """Write each finished batch as ``shard_<start>_<end>.npz`` in ``folder`` (atomically)."""
+
+    def __init__(self, folder: str | Path):
+        super().__init__(write_interval="batch")
+        self.folder = Path(folder)
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        write_shard(
+            self.folder,
+            prediction["start"],
+            prediction["end"],
+            to_storage(prediction["samples"]),
+            prediction["labels"].cpu().numpy(),
+        )
+
+
+def pending_ranges(folder: Path, num_samples: int, batch_size: int) -> list[tuple[int, int]]:
+    """Batches whose shard is not on disk yet."""
+    done = completed_ranges(folder)
+    return [r for r in batch_ranges(num_samples, batch_size) if r not in done]

@@ -1,0 +1,134 @@
+"""Build denoisers from a ``model`` config node, and save / load the project's checkpoints.
+
+A ``model`` node has ``arch`` ("mlp" or "adm") and the architecture's arguments; ``adm`` takes
+guided-diffusion flags under ``flags``. A project checkpoint is a ``.pt`` dict holding the EMA
+state dict with the model and diffusion config it was trained with, so sampling can check that
+what it loads fits. A public guided-diffusion ``.pt`` (a bare state dict) loads through
+``model.checkpoint`` with the flags of the ``model`` node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from minority.errors import UserError
+from minority.models.denoiser import Denoiser
+
+ARCHS = ("mlp", "adm", "adm_sr")
+
+
+def build_network(model_cfg: Mapping[str, Any]) -> nn.Module:
+    """The bare backbone of a ``model`` node (random weights)."""
+    arch = model_cfg.get("arch")
+    if arch == "mlp":
+        from minority.models.small import MLPNet
+
+        return MLPNet(
+            dim=int(model_cfg["dim"]),
+            hidden=int(model_cfg.get("hidden", 256)),
+            depth=int(model_cfg.get("depth", 3)),
+            learn_sigma=bool(model_cfg.get("learn_sigma", False)),
+        )
+    if arch in ("adm", "adm_sr"):
+        from minority.models.adm import create_model, create_sr_model
+
+        flags = dict(model_cfg["flags"])
+        return create_model(flags) if arch == "adm" else create_sr_model(flags)
+    raise UserError(f"Unknown model arch '{arch}'; choose one of {ARCHS}.")
+
+
+def learns_sigma(model_cfg: Mapping[str, Any]) -> bool:
+    """Whether the network outputs [ε, v] (learned variance)."""
+    flags = model_cfg.get("flags") or {}
+    return bool(model_cfg.get("learn_sigma", flags.get("learn_sigma", False)))
+
+
+def is_class_conditional(model_cfg: Mapping[str, Any]) -> bool:
+    return bool((model_cfg.get("flags") or {}).get("class_cond", False))
+
+
+def build_denoiser(model_cfg: Mapping[str, Any]) -> Denoiser:
+    """A :class:`Denoiser` around the backbone of a ``model`` node (random weights)."""
+    return Denoiser(
+        build_network(model_cfg), learns_sigma(model_cfg), is_class_conditional(model_cfg)
+    )
+
+
+def save_checkpoint(path: str | Path, denoiser: Denoiser, meta: Mapping[str, Any]) -> Path:
+    """Write ``{"state_dict", **meta}`` atomically (a partial file never looks complete)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(path.suffix + ".partial")
+    torch.save({"state_dict": denoiser.net.state_dict(), **meta}, partial)
+    partial.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint file; a clear error when it is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Checkpoint {path} does not exist; train it first or give its path.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise UserError(f"Checkpoint {path} is not a readable PyTorch file ({error}).") from None
+
+
+def load_denoiser(model_cfg: Mapping[str, Any], path: str | Path) -> Denoiser:
+    """Build the ``model`` node's denoiser and load ``path`` into it.
+
+    ``path`` is a project checkpoint (a dict with ``state_dict`` and ``model``) or a public
+    guided-diffusion state dict. A project checkpoint trained with another architecture, or a
+    state dict that does not fit, raises :class:`UserError` naming the difference.
+    """
+    content = load_checkpoint(path)
+    denoiser = build_denoiser(model_cfg)
+    if "state_dict" in content and "model" in content:
+        saved = dict(content["model"])
+        if saved != dict(model_cfg):
+            raise UserError(
+                f"Checkpoint {path} was trained with model {saved}, which differs from the "
+                f"configured model {dict(model_cfg)}; pick the matching model config."
+            )
+        content = content["state_dict"]
+    if model_cfg.get("arch", "").startswith("adm"):
+        from minority.models.adm import load_adm_checkpoint
+
+        load_adm_checkpoint(denoiser.net, content)
+    else:
+        _load_strict(denoiser.net, content, path)
+    return denoiser.eval()
+
+
+def _load_strict(net: nn.Module, state_dict: Mapping[str, Any], path: str | Path) -> None:
+    try:
+        net.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+        raise UserError(f"Checkpoint {path} does not fit the configured model: {first}") from None
+
+
+def build_diffusion_for(
+    model_cfg: Mapping[str, Any], diffusion_cfg: Mapping[str, Any], timestep_respacing: Any = None
+):
+    """The (respaced) diffusion a model samples with: learned Σ when the model outputs v,
+    else ``diffusion_cfg.variance_type`` (the posterior variance β̃ by default)."""
+    from minority.diffusion.gaussian import build_diffusion
+
+    variance = (
+        "learned_range"
+        if learns_sigma(model_cfg)
+        else diffusion_cfg.get("variance_type", "fixed_small")
+    )
+    return build_diffusion(
+        diffusion_cfg["noise_schedule"],
+        int(diffusion_cfg["diffusion_steps"]),
+        timestep_respacing,
+        variance,
+    )

@@ -1,0 +1,65 @@
+"""What every task shares: plain config containers, the Trainer and its logger, the run folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from minority.errors import require
+
+log = logging.getLogger("minority")
+
+
+def plain(node: Any) -> Any:
+    """A config node as plain dicts and lists (interpolations resolved)."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    """The stage's run folder (created), where its config and results go."""
+    folder = Path(cfg.run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, folder / "config.yaml", resolve=True)
+    return folder
+
+
+def make_logger(cfg: DictConfig, folder: Path, name: str) -> Any:
+    """CSV logger by default; ``logger=wandb`` logs the composed config to W&B (offline-ready)."""
+    if cfg.logger.name == "wandb":
+        from pytorch_lightning.loggers import WandbLogger
+
+        logger = WandbLogger(
+            project=cfg.logger.project,
+            entity=cfg.logger.entity,
+            mode=cfg.logger.mode,
+            save_dir=str(folder),
+            name=name,
+            tags=list(cfg.logger.tags),
+        )
+        logger.log_hyperparams(plain(cfg))
+        return logger
+    from pytorch_lightning.loggers import CSVLogger
+
+    return CSVLogger(save_dir=str(folder), name="logs", version="")
+
+
+def make_trainer(cfg: DictConfig, folder: Path, name: str, **overrides: Any) -> pl.Trainer:
+    """A Trainer from the ``trainer`` node, logging into ``folder``."""
+    kwargs = {**plain(cfg.trainer), **overrides}
+    require(int(kwargs.get("max_steps", 1)) > 0, "trainer.max_steps must be positive.")
+    return pl.Trainer(
+        default_root_dir=str(folder),
+        logger=make_logger(cfg, folder, name),
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+def write_json(path: Path, content: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+    return path
