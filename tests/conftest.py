@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# Tests use tiny networks, which run fastest (and most reproducibly) on one thread.
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = Path(
     os.environ.get("MINORITY_GOLDEN", REPO.parent / "shared" / "reference" / "golden")

@@ -50,15 +50,6 @@ TINY_HEAD = dataclasses.replace(
 )
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny networks run fastest on one thread (and do not contend with parallel jobs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every parameter N(0, 0.05²) values (zero-initialised layers included)."""
     generator = torch.Generator().manual_seed(seed)

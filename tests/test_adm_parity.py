@@ -15,15 +15,6 @@ from minority.models.adm import (
 TOL = dict(atol=1e-5, rtol=1e-5)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny networks run fastest on one thread (and do not contend with parallel jobs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("fixture", ["adm_unet", "adm_unet_cond"])
 @pytest.mark.parametrize(
     ("flags_key", "out_key"),

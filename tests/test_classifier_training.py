@@ -28,14 +28,6 @@ TOY2D = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Trained(NamedTuple):
     trainer: pl.Trainer
     module: MinorityClassifierModule

@@ -22,15 +22,6 @@ from minority.sampling.noise import ReplayNoise, SeededNoise
 TRAJECTORIES = ["traj_minority_guidance", "traj_minority_guidance_ddim"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """One thread, as the fixtures were made (and much faster than two on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def networks(load_golden) -> tuple[Denoiser, EncoderUNetModel]:
     unet = load_golden("adm_unet")

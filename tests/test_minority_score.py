@@ -26,15 +26,6 @@ from minority.scores.minority_score import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """One thread, as the fixtures were made (and much faster than two on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class GaussianEps(nn.Module):
     """Exact ε for data x0 ~ N(0, s² I): √(1−ᾱ_t) x_t / (ᾱ_t s² + 1 − ᾱ_t), ᾱ original."""
 
