@@ -29,6 +29,10 @@ def brute_knn(a: np.ndarray, b: np.ndarray | None, k: int) -> tuple[np.ndarray, 
     return np.take_along_axis(d, order, axis=1), order
 
 
+# Distances carry the GEMM's rounding except on rows re-ranked exactly.
+RTOL = {torch.float64: 1e-12, torch.float32: 1e-5}
+
+
 @pytest.fixture
 def features() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
@@ -43,7 +47,7 @@ def test_query_against_reference_matches_brute_force(features, chunk_size, dtype
     q, r = torch.from_numpy(query), torch.from_numpy(reference)
     got = knn(q, r, 4, chunk_size=chunk_size, dtype=dtype)
     assert torch.equal(got.indices, torch.from_numpy(expected_i))
-    np.testing.assert_allclose(got.distances.numpy(), expected_d, rtol=1e-12)
+    np.testing.assert_allclose(got.distances.numpy(), expected_d, rtol=RTOL[dtype])
     assert got.distances.dtype == torch.float64
 
 
@@ -54,7 +58,7 @@ def test_self_search_matches_brute_force(features, chunk_size, dtype):
     expected_d, expected_i = brute_knn(points, None, 5)
     got = knn(torch.from_numpy(points), None, 5, chunk_size=chunk_size, dtype=dtype)
     assert torch.equal(got.indices, torch.from_numpy(expected_i))
-    np.testing.assert_allclose(got.distances.numpy(), expected_d, rtol=1e-12)
+    np.testing.assert_allclose(got.distances.numpy(), expected_d, rtol=RTOL[dtype])
 
 
 def test_self_is_excluded_by_index_not_by_distance():

@@ -21,12 +21,21 @@ from minority.metrics.validation import check_same_sample_size, load_samples_npz
 def test_metrics_json_is_plain_json(tmp_path):
     path = write_metrics_json(
         tmp_path / "run" / "metrics.json",
-        {"fid": np.float64(3.5), "lof": torch.tensor(1.25), "rarity": float("nan"), "n": 7,
-         "shares": np.array([0.25, 0.75])},
-    )  # fmt: skip
+        {
+            "fid": np.float64(3.5),
+            "lof": torch.tensor(1.25),
+            "rarity": float("nan"),
+            "n": 7,
+            "shares": np.array([0.25, 0.75]),
+        },
+    )
     assert json.loads(path.read_text()) == {
-        "fid": 3.5, "lof": 1.25, "rarity": None, "n": 7, "shares": [0.25, 0.75],
-    }  # fmt: skip
+        "fid": 3.5,
+        "lof": 1.25,
+        "rarity": None,
+        "n": 7,
+        "shares": [0.25, 0.75],
+    }
 
 
 def test_markdown_table_header_once_then_rows(tmp_path):
@@ -50,10 +59,12 @@ def test_distribution_plot_is_a_png(tmp_path):
     rng = np.random.default_rng(0)
     path = plot_score_distributions(
         tmp_path / "plots" / "scores.png",
-        {"AvgkNN": (rng.normal(size=50), rng.normal(size=80)),
-         "LOF": (torch.rand(50), np.append(rng.random(80), np.nan))},
+        {
+            "AvgkNN": (rng.normal(size=50), rng.normal(size=80)),
+            "LOF": (torch.rand(50), np.append(rng.random(80), np.nan)),
+        },
         title="run",
-    )  # fmt: skip
+    )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -64,9 +75,7 @@ def save(path, **arrays):
 
 def test_loads_images_with_labels_and_toy2d_points(tmp_path):
     images = np.zeros((4, 8, 8, 3), dtype=np.uint8)
-    samples, labels = load_samples_npz(
-        save(tmp_path / "a.npz", arr_0=images, arr_1=np.arange(4))
-    )
+    samples, labels = load_samples_npz(save(tmp_path / "a.npz", arr_0=images, arr_1=np.arange(4)))
     assert samples.shape == (4, 8, 8, 3) and labels.tolist() == [0, 1, 2, 3]
     points, labels = load_samples_npz(save(tmp_path / "b.npz", arr_0=np.ones((5, 2), np.float32)))
     assert points.shape == (5, 2) and labels is None

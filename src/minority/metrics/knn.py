@@ -1,18 +1,25 @@
 """Exact nearest neighbours and ball coverage on feature sets, in bounded memory.
 
-Distances are computed block by block as ``||a||² + ||b||² − 2 a·b`` (clamped at 0) on
-``chunk_size`` × ``chunk_size`` tiles, so no N × N matrix is ever held; each tile's k smallest
-entries are merged into a running top-k. The search may run in float32 (fast GEMM): it keeps a
-few surplus candidates, whose distances are then recomputed exactly in float64 as ``||a − b||``
-and re-sorted, so the returned neighbours and distances are those of an exact float64 search
-(ties broken by the lower index). Everything runs on the device of the input tensors, with
-TF32 disabled. A set queried against itself excludes each point *by index*, so duplicates of a
-point still count as its neighbours at distance 0.
+Squared distances are computed tile by tile as ``||a||² + ||b||² − 2 a·b`` (after centring both
+sets on the reference mean, clamped at 0) on ``chunk_size`` × ``chunk_size`` tiles, so no N × N
+matrix is ever held; each tile's smallest entries are merged into a running top list. The GEMM
+runs in the features' precision (float32 features: fast float32 GEMM) with TF32 disabled, on the
+device of the inputs. A set queried against itself excludes each point *by index* (duplicates of
+a point still count as its neighbours) and computes each tile pair once.
+
+Exactness: a rounding error of the GEMM could swap two neighbours whose distances nearly tie.
+Rows whose candidates contain a gap smaller than the rounding bound (2 √D u (||q||² + max ||r||²),
+the probabilistic bound of Higham & Mary, 2019, about ten times the largest error we measure)
+are re-ranked with distances recomputed exactly in float64 as ``||q − r||``; rows whose surplus
+of candidates is not provably enough are searched again in float64 first. Neighbour sets and
+their order are therefore those of exact arithmetic (ties broken by the lower index); distances
+of the other rows carry the GEMM's rounding (about 1e-7 relative in float32).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -63,84 +70,102 @@ def full_precision_matmul() -> Iterator[None]:
         torch.set_float32_matmul_precision(previous)
 
 
-class _Blocks:
-    """One feature set cut into row blocks, centred and cast for the GEMM search."""
+class _Tiles:
+    """A feature set centred and cast once for the GEMM search, read in row tiles."""
 
     def __init__(self, x: Tensor, center: Tensor, dtype: torch.dtype, chunk_size: int) -> None:
-        self.x, self.center, self.dtype, self.chunk = x, center, dtype, chunk_size
-        self.sq_norms = torch.cat(
-            [self.block(s).square().sum(dim=1) for s in range(0, len(x), chunk_size)]
-        )
+        self.x, self.dtype, self.chunk = x, dtype, chunk_size
+        self.centred = x.to(dtype) - center.to(dtype)
+        self.sq_norms = self.centred.square().sum(dim=1)
 
-    def block(self, start: int) -> Tensor:
-        rows = self.x[start : start + self.chunk].to(torch.float64) - self.center
-        return rows.to(self.dtype)
+    def tile(self, start: int) -> Tensor:
+        return self.centred[start : start + self.chunk]
 
     def starts(self) -> range:
         return range(0, len(self.x), self.chunk)
 
 
-def _squared_distances(a: _Blocks, i: int, b: _Blocks, j: int) -> Tensor:
-    """Squared distances between row block ``i`` of ``a`` and row block ``j`` of ``b``."""
-    dot = a.block(i) @ b.block(j).T
+def _squared_distances(a: _Tiles, i: int, b: _Tiles, j: int) -> Tensor:
+    """Squared distances between row tile ``i`` of ``a`` and row tile ``j`` of ``b``."""
+    dot = a.tile(i) @ b.tile(j).T
     sq = a.sq_norms[i : i + a.chunk, None] + b.sq_norms[None, j : j + b.chunk] - 2 * dot
     return sq.clamp_min_(0)
 
 
 def _merge(best_d: Tensor, best_i: Tensor, rows: slice, sq: Tensor, offset: int) -> None:
-    """Fold the candidates of one tile (rows × columns) into the running top-k of ``rows``."""
+    """Fold the candidates of one tile (rows × columns) into the running top list of ``rows``."""
     k = min(best_d.shape[1], sq.shape[1])
     tile_d, tile_i = sq.topk(k, dim=1, largest=False)
-    all_d = torch.cat([best_d[rows], tile_d.to(best_d.dtype)], dim=1)
+    all_d = torch.cat([best_d[rows], tile_d], dim=1)
     all_i = torch.cat([best_i[rows], tile_i + offset], dim=1)
     top_d, pos = all_d.topk(best_d.shape[1], dim=1, largest=False)
     best_d[rows] = top_d
     best_i[rows] = all_i.gather(1, pos)
 
 
-def _candidates(
-    query: Tensor, reference: Tensor | None, n: int, chunk_size: int, dtype: torch.dtype
-) -> Tensor:
-    """Indices (Nq, n) of the ``n`` nearest references by the GEMM distance (unordered).
+def _sorted(sq: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Each row ordered by distance, ties by index."""
+    idx, by_index = idx.sort(dim=1)
+    sq, order = sq.gather(1, by_index).sort(dim=1, stable=True)
+    return sq, idx.gather(1, order)
 
-    With ``reference`` None the set is searched against itself: only tiles on or above the
-    diagonal are computed (each serves its rows and, transposed, its columns) and every point's
-    own index is masked out.
+
+def _search(
+    q: _Tiles, r: _Tiles, n: int, exclude: Tensor | None, symmetric: bool
+) -> tuple[Tensor, Tensor]:
+    """The ``n`` nearest references of every query by GEMM distance, sorted.
+
+    Args:
+        q, r: query and reference tiles.
+        n: candidates kept per query.
+        exclude: (Nq,) reference index each query must skip (its own), or None.
+        symmetric: ``q`` is ``r`` and every point skips itself: only tiles on or above the
+            diagonal are computed, each serving its rows and, transposed, its columns.
+
+    Returns:
+        Squared distances (Nq, n) in the search precision and int64 indices (Nq, n).
     """
-    ref = query if reference is None else reference
-    center = ref.to(torch.float64).mean(dim=0)
-    q = _Blocks(query, center, dtype, chunk_size)
-    r = q if reference is None else _Blocks(reference, center, dtype, chunk_size)
-    best_d = torch.full((len(query), n), torch.inf, dtype=dtype, device=query.device)
-    best_i = torch.zeros((len(query), n), dtype=torch.int64, device=query.device)
+    best_d = torch.full((len(q.x), n), torch.inf, dtype=q.dtype, device=q.x.device)
+    best_i = torch.zeros((len(q.x), n), dtype=torch.int64, device=q.x.device)
     for i in q.starts():
         for j in r.starts():
-            if reference is None and j < i:
+            if symmetric and j < i:
                 continue
             sq = _squared_distances(q, i, r, j)
-            if reference is None and i == j:
+            if symmetric and i == j:
                 sq.fill_diagonal_(torch.inf)
-            _merge(best_d, best_i, slice(i, i + chunk_size), sq, j)
-            if reference is None and i != j:
-                _merge(best_d, best_i, slice(j, j + chunk_size), sq.T, i)
-    return best_i
+            elif exclude is not None:
+                columns = torch.arange(j, j + sq.shape[1], device=sq.device)
+                sq.masked_fill_(exclude[i : i + q.chunk, None] == columns, torch.inf)
+            _merge(best_d, best_i, slice(i, i + q.chunk), sq, j)
+            if symmetric and i != j:
+                _merge(best_d, best_i, slice(j, j + r.chunk), sq.T, i)
+    return _sorted(best_d, best_i)
+
+
+def _rounding_bound(q: _Tiles, r: _Tiles) -> Tensor:
+    """Per query, the largest plausible GEMM error on a difference of two squared distances."""
+    unit = torch.finfo(q.dtype).eps / 2
+    scale = q.sq_norms.double() + r.sq_norms.double().max()
+    return 2 * math.sqrt(q.x.shape[1]) * unit * scale
 
 
 def _exact_sorted(
     query: Tensor, reference: Tensor, candidates: Tensor, k: int, chunk_size: int
-) -> Neighbors:
+) -> tuple[Tensor, Tensor]:
     """Exact float64 distances ``||q − r||`` to the candidates; the k smallest, ties by index."""
     n, c = candidates.shape
     rows_per_step = max(1, chunk_size * chunk_size // max(1, c * query.shape[1]))
     distances, indices = [], []
     for s in range(0, n, rows_per_step):
-        idx = candidates[s : s + rows_per_step].sort(dim=1).values
+        idx = candidates[s : s + rows_per_step]
         diff = reference[idx].to(torch.float64) - query[s : s + rows_per_step, None].double()
-        d = diff.square().sum(dim=2).sqrt()
-        d, order = d.sort(dim=1, stable=True)
-        distances.append(d[:, :k])
-        indices.append(idx.gather(1, order[:, :k]))
-    return Neighbors(torch.cat(distances), torch.cat(indices))
+        d, idx = _sorted(diff.square().sum(dim=2), idx)
+        distances.append(d[:, :k].sqrt())
+        indices.append(idx[:, :k])
+    if not distances:
+        return query.new_zeros((0, k), dtype=torch.float64), candidates[:, :k]
+    return torch.cat(distances), torch.cat(indices)
 
 
 def knn(
@@ -149,7 +174,7 @@ def knn(
     k: int = 5,
     *,
     chunk_size: int = DEFAULT_CHUNK,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     margin: int = DEFAULT_MARGIN,
 ) -> Neighbors:
     """Exact k nearest neighbours in L2.
@@ -160,27 +185,44 @@ def knn(
             own index excluded.
         k: neighbours per query point, at most Nr (Nq − 1 for a self search).
         chunk_size: side of the distance tiles; memory is O(chunk_size² + N·(k + margin)).
-        dtype: precision of the GEMM search (float32 or float64); returned distances are
-            always exact float64.
-        margin: surplus candidates kept by the search and re-ranked exactly.
+        dtype: GEMM precision (float32 or float64); default: that of the features.
+        margin: surplus candidates kept by the search for the exact re-ranking.
 
     Returns:
-        :class:`Neighbors` with float64 (Nq, k) distances ascending and int64 (Nq, k) indices,
-        on the query's device.
+        :class:`Neighbors`: float64 (Nq, k) distances ascending and int64 (Nq, k) indices, on
+        the query's device.
     """
     q = as_features(query)
-    r = None if reference is None else as_features(reference, device=q.device)
-    available = len(q) - 1 if r is None else len(r)
+    r = q if reference is None else as_features(reference, device=q.device)
+    available = len(q) - 1 if reference is None else len(r)
     if not 1 <= k <= available:
         raise UserError(f"kNN needs 1 ≤ k ≤ {available} (the reference set size), got k = {k}.")
-    if r is not None and r.shape[1] != q.shape[1]:
+    if r.shape[1] != q.shape[1]:
         raise UserError(
             f"Feature sizes differ: {q.shape[1]} for the queries, {r.shape[1]} for the reference."
         )
-    n_candidates = min(k + margin, available)
+    dtype = dtype or torch.promote_types(q.dtype, r.dtype)
+    n = min(k + margin, available)
+    center = r.to(torch.float64).mean(dim=0)
+    own = torch.arange(len(q), device=q.device) if reference is None else None
     with full_precision_matmul(), torch.no_grad():
-        candidates = _candidates(q, r, n_candidates, chunk_size, dtype)
-        return _exact_sorted(q, q if r is None else r, candidates, k, chunk_size)
+        qt = _Tiles(q, center, dtype, chunk_size)
+        rt = qt if reference is None else _Tiles(r, center, dtype, chunk_size)
+        sq, idx = _search(qt, rt, n, None, symmetric=reference is None)
+        bound = _rounding_bound(qt, rt)
+        gaps = sq[:, 1 : k + 1] - sq[:, : min(k, n - 1)]
+        near_tie = (gaps <= bound[:, None]).any(dim=1)
+        short = (sq[:, -1] - sq[:, k - 1] <= bound) if n < available else torch.zeros_like(near_tie)
+        if short.any():
+            rows = short.nonzero().squeeze(1)
+            exact_q = _Tiles(q[rows], center, torch.float64, chunk_size)
+            exact_r = _Tiles(r, center, torch.float64, chunk_size)
+            exclude = None if own is None else own[rows]
+            idx[rows] = _search(exact_q, exact_r, n, exclude, symmetric=False)[1]
+        distances, indices = sq[:, :k].double().sqrt(), idx[:, :k]
+        rows = (near_tie | short).nonzero().squeeze(1)
+        distances[rows], indices[rows] = _exact_sorted(q[rows], r, idx[rows], k, chunk_size)
+    return Neighbors(distances, indices)
 
 
 def smallest_covering_radius(
@@ -212,7 +254,7 @@ def smallest_covering_radius(
     r = torch.as_tensor(radii, device=q.device).to(torch.float64)
     r_sq = r.to(dtype).square()
     center = c.to(torch.float64).mean(dim=0)
-    qb, cb = _Blocks(q, center, dtype, chunk_size), _Blocks(c, center, dtype, chunk_size)
+    qb, cb = _Tiles(q, center, dtype, chunk_size), _Tiles(c, center, dtype, chunk_size)
     best = torch.full((len(q),), torch.inf, dtype=torch.float64, device=q.device)
     with full_precision_matmul(), torch.no_grad():
         for i in qb.starts():

@@ -56,7 +56,7 @@ def compute_metrics(
     k_rarity: int = 3,
     k_manifold: int = 3,
     chunk_size: int = DEFAULT_CHUNK,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,

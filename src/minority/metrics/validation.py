@@ -80,9 +80,7 @@ def sample_size(samples: Tensor | np.ndarray) -> tuple[int, ...]:
     return shape[1:3] if channels_last else shape[2:4]
 
 
-def check_same_sample_size(
-    generated: Tensor | np.ndarray, reference: Tensor | np.ndarray
-) -> None:
+def check_same_sample_size(generated: Tensor | np.ndarray, reference: Tensor | np.ndarray) -> None:
     """Raise :class:`UserError` unless generated and reference samples have the same size."""
     gen, ref = sample_size(generated), sample_size(reference)
     require(
