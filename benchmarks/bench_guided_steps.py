@@ -1,0 +1,212 @@
+"""Cost of guided sampling steps relative to an unguided ancestral step, on CPU.
+
+For (a) the small ADM UNet of ``conf/model/unet8.yaml`` on 1×8×8 digits and (b) an ADM-shaped
+UNet at 3×64×64 with reduced width (the CelebA-64 checkpoint's flags at width 64), it measures,
+side by side in one process (variants interleaved):
+
+* the per-step cost of an unguided DDPM step; of a minority-guided step, with the small conv
+  classifier for digits and an ADM encoder of the official shape at 64×64 (it fires at every
+  step, so its whole-run ratio is its step ratio); of a self-guided step; and, for reference,
+  of a self-guided step paying the official code's redundant no-grad forward at x_t;
+* the whole-run ratio self-guided (guidance every n = 5 respaced steps) / ancestral, measured,
+  and as predicted from the step costs: (T' − G + G·c)/T' with G guided steps of cost c.
+
+Every ratio is relative to the unguided step (or run) of the same model. Times are the minimum
+over interleaved repeats, the estimate least disturbed by other processes on shared cores
+(with 2 threads on a busy machine, each of the UNet's many small parallel ops may wait for a
+descheduled thread, so absolute times vary a lot; ratios much less). From the repo root:
+
+    python benchmarks/bench_guided_steps.py            # full (several minutes on 2 cores)
+    python benchmarks/bench_guided_steps.py --quick    # a short smoke run (width-32 UNet)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor
+
+from minority.diffusion.gaussian import GaussianDiffusion, build_diffusion
+from minority.guidance.base import GuidanceContext, WeightSchedule
+from minority.guidance.classifier import MinorityGuidance
+from minority.guidance.self_guidance import SelfGuidance
+from minority.models.adm import create_model
+from minority.models.classifiers import build_classifier
+from minority.models.denoiser import Denoiser
+from minority.sampling.loop import Guide, sample, step
+from minority.sampling.noise import SeededNoise
+
+REPO = Path(__file__).resolve().parents[1]
+NUM_LEVELS = 100  # L, the official number of minority classes
+ADM64_FLAGS = dict(
+    image_size=64,
+    num_res_blocks=3,
+    attention_resolutions="32,16,8",
+    resblock_updown=True,
+    use_new_attention_order=True,
+    use_scale_shift_norm=True,
+    learn_sigma=True,
+)
+ADM64_CLASSIFIER = dict(
+    classifier_depth=2,
+    classifier_attention_resolutions="32,16,8",
+)
+
+
+@dataclass
+class Setup:
+    """One model to time: its denoiser, noisy classifier and sample shape."""
+
+    name: str
+    denoiser: Denoiser
+    classifier: torch.nn.Module
+    shape: tuple[int, ...]
+
+
+class OfficialCost:
+    """A self-guidance term that also pays the official code's redundant no-grad forward."""
+
+    needs_graph = True
+
+    def __init__(self, term: SelfGuidance):
+        self.term = term
+
+    def direction(self, ctx: GuidanceContext) -> Tensor:
+        with torch.no_grad():
+            ctx.denoiser(ctx.x.detach(), ctx.t, ctx.y)
+        return self.term.direction(ctx)
+
+
+def frozen(module: torch.nn.Module) -> torch.nn.Module:
+    return module.eval().requires_grad_(False)
+
+
+def digits_setup(batch: int) -> Setup:
+    flags = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / "unet8.yaml"))["flags"]
+    denoiser = Denoiser(frozen(create_model(flags)), learn_sigma=flags["learn_sigma"])
+    classifier = frozen(build_classifier("conv", NUM_LEVELS, (1, 8, 8)))
+    return Setup("digits 1×8×8, unet8", denoiser, classifier, (batch, 1, 8, 8))
+
+
+def adm64_setup(batch: int, width: int = 64) -> Setup:
+    head = min(64, width)
+    unet = create_model({**ADM64_FLAGS, "num_channels": width, "num_head_channels": head})
+    classifier_flags = {
+        **ADM64_CLASSIFIER,
+        "classifier_width": width,
+        "classifier_num_head_channels": head,
+    }
+    classifier = frozen(build_classifier("adm", NUM_LEVELS, (3, 64, 64), **classifier_flags))
+    name = f"ADM 3×64×64, width {width}"
+    return Setup(name, Denoiser(frozen(unet), learn_sigma=True), classifier, (batch, 3, 64, 64))
+
+
+def guides(setup: Setup, every: int = 1) -> dict[str, Guide | None]:
+    """The variants timed, by row label."""
+    self_guidance = SelfGuidance("l2", p_ratio=0.8)
+    schedule = WeightSchedule(0.4, "var", every=every)
+    minority = MinorityGuidance(setup.classifier, NUM_LEVELS - 1, num_classes=NUM_LEVELS)
+    return {
+        "unguided": None,
+        "minority-guided": Guide(minority, WeightSchedule(3.5, "var", every=every)),
+        "self-guided": Guide(self_guidance, schedule),
+        "self-guided, official 3 calls": Guide(OfficialCost(self_guidance), schedule),
+    }
+
+
+def interleaved_minima(
+    jobs: dict[str, Callable[[], object]], repeats: int, warm_up: bool = True
+) -> dict[str, float]:
+    """Minimum wall time of each job, the jobs run in turn ``repeats`` times."""
+    if warm_up:
+        for job in jobs.values():
+            job()
+    times: dict[str, list[float]] = {name: [] for name in jobs}
+    for _ in range(repeats):
+        for name, job in jobs.items():
+            start = time.perf_counter()
+            job()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in times.items()}
+
+
+def step_costs(setup: Setup, diffusion: GaussianDiffusion, repeats: int) -> dict[str, float]:
+    """Seconds of one step at the middle of the grid, per variant."""
+    i = diffusion.num_timesteps // 2
+    x = torch.randn(setup.shape)
+
+    def job(guide: Guide | None) -> Callable[[], object]:
+        noise = SeededNoise(0, range(setup.shape[0]))
+        return lambda: step(setup.denoiser, diffusion, x, i, noise, guide=guide)
+
+    return interleaved_minima({n: job(g) for n, g in guides(setup).items()}, repeats)
+
+
+def run_costs(setup: Setup, diffusion: GaussianDiffusion, every: int, repeats: int):
+    """Seconds of a whole ancestral run and of self-guided runs (every n steps)."""
+    variants = guides(setup, every)
+
+    def job(guide: Guide | None) -> Callable[[], object]:
+        def run() -> Tensor:
+            noise = SeededNoise(0, range(setup.shape[0]))
+            return sample(setup.denoiser, diffusion, setup.shape, noise, guide=guide)
+
+        return run
+
+    names = ("unguided", "self-guided", "self-guided, official 3 calls")
+    return interleaved_minima({n: job(variants[n]) for n in names}, repeats, warm_up=False)
+
+
+def report(
+    setup: Setup, steps: dict[str, float], runs: dict[str, float], num_steps: int, every: int
+) -> None:
+    base_step, base_run = steps["unguided"], runs["unguided"]
+    guided = len(range(0, num_steps, every))
+    print(
+        f"\n{setup.name}, batch {setup.shape[0]}: unguided step {base_step * 1e3:.0f} ms, "
+        f"ancestral run of {num_steps} steps {base_run:.1f} s"
+    )
+    columns = ("step ratio", f"run ratio (n={every})", "run ratio predicted")
+    print(f"| {'variant':<30} | {columns[0]:>10} | {columns[1]:>19} | {columns[2]:>19} |")
+    print(f"|{'-' * 32}|{'-' * 11}:|{'-' * 20}:|{'-' * 20}:|")
+    for name, seconds in steps.items():
+        cost = seconds / base_step
+        run, predicted = "-", "-"
+        if name in runs:
+            run = f"{runs[name] / base_run:.2f}"
+            predicted = f"{(num_steps - guided + guided * cost) / num_steps:.2f}"
+        print(f"| {name:<30} | {cost:>10.2f} | {run:>19} | {predicted:>19} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few repeats, short runs")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--every", type=int, default=5, help="self-guidance every n steps")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    num_steps, step_repeats, run_repeats = (5, 2, 1) if args.quick else (25, 5, 2)
+    diffusion = build_diffusion("cosine", 1000, str(num_steps), "learned_range")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {num_steps}-step cosine "
+        "grid; self-guidance: l2, p_ratio 0.8, M 1; minority guidance: L = 100"
+    )
+    if args.quick:
+        setups = (digits_setup(batch=16), adm64_setup(batch=1, width=32))
+    else:
+        setups = (digits_setup(batch=64), adm64_setup(batch=4, width=64))
+    for setup in setups:
+        steps = step_costs(setup, diffusion, step_repeats)
+        runs = run_costs(setup, diffusion, args.every, run_repeats)
+        report(setup, steps, runs, num_steps, args.every)
+
+
+if __name__ == "__main__":
+    main()
