@@ -22,9 +22,7 @@ def load_digits_images() -> tuple[Tensor, Tensor]:
     return x, torch.from_numpy(bunch.target.astype(np.int64))
 
 
-def keep_fraction(
-    labels: Tensor, fractions: Mapping[int, float], seed: int = 0
-) -> Tensor:
+def keep_fraction(labels: Tensor, fractions: Mapping[int, float], seed: int = 0) -> Tensor:
     """Indices kept when class c keeps only ``fractions[c]`` of its members (seeded).
 
     Args:

@@ -32,6 +32,7 @@ def build_sampling_module(cfg: DictConfig, ranges: list[tuple[int, int]]) -> Sam
         "sample_shape": data.sample_shape,
         "num_steps": diffusion.num_timesteps,
         "classifier_ckpt": cfg.paths.classifier_ckpt,
+        "diffusion": plain(cfg.diffusion),
         "seed": int(cfg.seed),
     }
     num_classes = (

@@ -16,7 +16,23 @@ def _diffusion(cfg: DictConfig) -> Any:
     return train_diffusion(cfg)
 
 
-TASKS: dict[str, Callable[[DictConfig], Any]] = {"diffusion": _diffusion}
+def _scores(cfg: DictConfig) -> Any:
+    from minority.tasks.scores import compute_scores
+
+    return compute_scores(cfg)
+
+
+def _classifier(cfg: DictConfig) -> Any:
+    from minority.tasks.train_classifier import train_classifier
+
+    return train_classifier(cfg)
+
+
+TASKS: dict[str, Callable[[DictConfig], Any]] = {
+    "diffusion": _diffusion,
+    "scores": _scores,
+    "classifier": _classifier,
+}
 
 
 def run_training_task(cfg: DictConfig) -> Any:

@@ -1,0 +1,110 @@
+"""evaluate.py: the metric suite on a run folder or any guided-diffusion ``.npz``.
+
+Writes ``metrics.json`` and a distribution plot next to the samples, and appends one row to
+the dataset's markdown table (``paths.work_dir/metrics.md``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from minority.data import RealData, build_dataset
+from minority.errors import UserError
+from minority.metrics.features import get_feature_extractor
+from minority.metrics.ground_truth import digits_class_shares, toy2d_ground_truth
+from minority.metrics.outputs import (
+    append_markdown_row,
+    plot_score_distributions,
+    write_metrics_json,
+)
+from minority.metrics.reference import most_unique_indices
+from minority.metrics.suite import compute_metrics
+from minority.metrics.validation import check_same_sample_size, load_samples_npz
+from minority.outputs import to_storage
+from minority.tasks.common import log, plain
+
+
+def locate_samples(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
+    """The archive to evaluate and the dataset node it was drawn for."""
+    if cfg.run_dir:
+        folder = Path(cfg.run_dir)
+        if not (folder / "samples.npz").is_file():
+            raise UserError(f"{folder} holds no samples.npz; is it a finished sample.py run?")
+        run_cfg = folder / "config.yaml"
+        dataset = OmegaConf.load(run_cfg).dataset if run_cfg.is_file() else cfg.dataset
+        return folder / "samples.npz", plain(dataset)
+    if cfg.npz:
+        return Path(cfg.npz), plain(cfg.dataset)
+    raise UserError("Give run_dir=<sample run folder> or npz=<file.npz> to evaluate.")
+
+
+def feature_metrics(samples: np.ndarray, real: RealData, mcfg: DictConfig) -> tuple[dict, dict]:
+    """Every configured column, grouping columns that share features and reference set."""
+    groups: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+    for column, spec in mcfg.columns.items():
+        groups[(spec.features, spec.reference)][column] = spec.metric
+    real_storage = to_storage(real.x)
+    values, per_sample = {}, {}
+    for (features, reference), columns in groups.items():
+        extractor = get_feature_extractor(features, mcfg.weights.get(features), mcfg.device)
+        real_f, gen_f = extractor(real_storage), extractor(samples)
+        if reference == "unique":
+            real_f = real_f[most_unique_indices(real_f, float(mcfg.unique_fraction))]
+        result = compute_metrics(
+            gen_f,
+            real_f,
+            sorted(set(columns.values())),
+            k_avgknn=int(mcfg.k_avgknn),
+            k_lof=int(mcfg.k_lof),
+            k_rarity=int(mcfg.k_rarity),
+            k_manifold=int(mcfg.k_manifold),
+        )
+        for column, metric in columns.items():
+            values[column] = result.values[metric]
+            if metric in ("avgknn", "lof") and reference == "all":
+                per_sample[metric] = (
+                    result.per_sample[metric],
+                    result.per_sample[f"{metric}_real"],
+                )
+        if "rarity_in_ball" in result.values and "rarity" in columns.values():
+            values["rarity_in_ball"] = result.values["rarity_in_ball"]
+    return values, per_sample
+
+
+def ground_truth(samples: np.ndarray, real: RealData, dataset: dict[str, Any]) -> dict[str, float]:
+    """Exact-density figures (toy2d) or class shares (digits); empty for other data."""
+    if real.mixture is not None:
+        return toy2d_ground_truth(real.mixture, samples)
+    if dataset.get("source") == "digits":
+        rare = tuple(int(c) for c in (dataset.get("keep_fraction") or {}))
+        return digits_class_shares(samples, rare)
+    return {}
+
+
+def evaluate_task(cfg: DictConfig) -> dict[str, Any]:
+    """Compute, write and return the metrics of one sample archive."""
+    path, dataset = locate_samples(cfg)
+    samples, _ = load_samples_npz(path)
+    real = build_dataset(dataset)
+    check_same_sample_size(samples, to_storage(real.x))
+    values, per_sample = feature_metrics(samples, real, cfg.metrics)
+    if cfg.metrics.ground_truth:
+        values.update(ground_truth(samples, real, dataset))
+    run = path.parent.name
+    out = write_metrics_json(
+        path.parent / "metrics.json", {"run": run, "num_samples": len(samples), **values}
+    )
+    if per_sample:
+        plot_score_distributions(
+            path.parent / "distributions.png",
+            {k.upper(): v for k, v in per_sample.items()},
+            title=run,
+        )
+    append_markdown_row(cfg.table, {"run": run, **values})
+    log.info("metrics: %s; table: %s", out, cfg.table)
+    return values
