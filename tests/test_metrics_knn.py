@@ -78,8 +78,8 @@ def test_tiles_never_exceed_the_chunk_size(monkeypatch, features):
     seen = []
     original = knn_module._squared_distances
 
-    def recording(*args):
-        tile = original(*args)
+    def recording(*args, **kwargs):
+        tile = original(*args, **kwargs)
         seen.append(tuple(tile.shape))
         return tile
 

@@ -8,12 +8,13 @@ device of the inputs. A set queried against itself excludes each point *by index
 a point still count as its neighbours) and computes each tile pair once.
 
 Exactness: a rounding error of the GEMM could swap two neighbours whose distances nearly tie.
-Rows whose candidates contain a gap smaller than the rounding bound (2 √D u (||q||² + max ||r||²),
-the probabilistic bound of Higham & Mary, 2019, about ten times the largest error we measure)
-are re-ranked with distances recomputed exactly in float64 as ``||q − r||``; rows whose surplus
-of candidates is not provably enough are searched again in float64 first. Neighbour sets and
-their order are therefore those of exact arithmetic (ties broken by the lower index); distances
-of the other rows carry the GEMM's rounding (about 1e-7 relative in float32).
+Every candidate within the rounding bound 2 √D u (||q||² + max ||r||²) of its neighbour in the
+sorted list (a probabilistic bound in the sense of Higham & Mary, 2019; about ten times the
+largest float32 error we measure) gets its distance recomputed exactly in float64 as
+``||q − r||`` before the final sort; a row whose surplus of candidates is not provably enough is
+searched again in float64 first. Neighbour sets and their order are therefore those of exact
+arithmetic (ties broken by the lower index, duplicates at distance exactly 0); the other
+distances carry the GEMM's rounding (about 1e-7 relative in float32).
 """
 
 from __future__ import annotations
@@ -85,22 +86,47 @@ class _Tiles:
         return range(0, len(self.x), self.chunk)
 
 
-def _squared_distances(a: _Tiles, i: int, b: _Tiles, j: int) -> Tensor:
-    """Squared distances between row tile ``i`` of ``a`` and row tile ``j`` of ``b``."""
-    dot = a.tile(i) @ b.tile(j).T
-    sq = a.sq_norms[i : i + a.chunk, None] + b.sq_norms[None, j : j + b.chunk] - 2 * dot
-    return sq.clamp_min_(0)
+def _squared_distances(a: _Tiles, i: int, b: _Tiles, j: int, row_norms: bool = True) -> Tensor:
+    """Squared distances between row tile ``i`` of ``a`` and row tile ``j`` of ``b``.
+
+    One fused GEMM ``||b||² − 2 a·b``, plus ``||a||²`` unless ``row_norms`` is False (a
+    constant per row, which does not change a row's ranking). Not clamped at 0.
+    """
+    sq = torch.addmm(b.sq_norms[None, j : j + b.chunk], a.tile(i), b.tile(j).T, alpha=-2)
+    return sq.add_(a.sq_norms[i : i + a.chunk, None]) if row_norms else sq
 
 
-def _merge(best_d: Tensor, best_i: Tensor, rows: slice, sq: Tensor, offset: int) -> None:
-    """Fold the candidates of one tile (rows × columns) into the running top list of ``rows``."""
-    k = min(best_d.shape[1], sq.shape[1])
-    tile_d, tile_i = sq.topk(k, dim=1, largest=False)
-    all_d = torch.cat([best_d[rows], tile_d], dim=1)
-    all_i = torch.cat([best_i[rows], tile_i + offset], dim=1)
-    top_d, pos = all_d.topk(best_d.shape[1], dim=1, largest=False)
-    best_d[rows] = top_d
-    best_i[rows] = all_i.gather(1, pos)
+class _RunningTop:
+    """The ``n`` smallest entries seen so far in each row tile, folded every few tiles.
+
+    The top lists of a row tile's column tiles are kept and reduced together, so each tile
+    costs one ``topk`` and the small merge operations stay rare.
+    """
+
+    FOLD_EVERY = 8
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.pending: dict[int, list[tuple[Tensor, Tensor]]] = {}
+
+    def add(self, row_start: int, sq: Tensor, column_start: int) -> None:
+        """Offer the squared distances of a tile whose first row and column are given."""
+        d, i = sq.topk(min(self.n, sq.shape[1]), dim=1, largest=False)
+        lists = self.pending.setdefault(row_start, [])
+        lists.append((d, i + column_start))
+        if len(lists) >= self.FOLD_EVERY:
+            self.pending[row_start] = [self._fold(lists)]
+
+    def _fold(self, lists: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        d = torch.cat([entry[0] for entry in lists], dim=1)
+        i = torch.cat([entry[1] for entry in lists], dim=1)
+        d, pos = d.topk(min(self.n, d.shape[1]), dim=1, largest=False)
+        return d, i.gather(1, pos)
+
+    def result(self) -> tuple[Tensor, Tensor]:
+        """(rows, n) squared distances and indices, rows in order, each sorted (ties by index)."""
+        folded = [self._fold(self.pending[start]) for start in sorted(self.pending)]
+        return _sorted(torch.cat([f[0] for f in folded]), torch.cat([f[1] for f in folded]))
 
 
 def _sorted(sq: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
@@ -123,24 +149,25 @@ def _search(
             diagonal are computed, each serving its rows and, transposed, its columns.
 
     Returns:
-        Squared distances (Nq, n) in the search precision and int64 indices (Nq, n).
+        Squared distances (Nq, n) in the search precision (not clamped at 0) and int64
+        indices (Nq, n).
     """
-    best_d = torch.full((len(q.x), n), torch.inf, dtype=q.dtype, device=q.x.device)
-    best_i = torch.zeros((len(q.x), n), dtype=torch.int64, device=q.x.device)
+    top = _RunningTop(n)
     for i in q.starts():
         for j in r.starts():
             if symmetric and j < i:
                 continue
-            sq = _squared_distances(q, i, r, j)
+            sq = _squared_distances(q, i, r, j, row_norms=symmetric)
             if symmetric and i == j:
                 sq.fill_diagonal_(torch.inf)
             elif exclude is not None:
                 columns = torch.arange(j, j + sq.shape[1], device=sq.device)
                 sq.masked_fill_(exclude[i : i + q.chunk, None] == columns, torch.inf)
-            _merge(best_d, best_i, slice(i, i + q.chunk), sq, j)
+            top.add(i, sq, j)
             if symmetric and i != j:
-                _merge(best_d, best_i, slice(j, j + r.chunk), sq.T, i)
-    return _sorted(best_d, best_i)
+                top.add(j, sq.T, i)
+    sq, idx = top.result()
+    return (sq, idx) if symmetric else (sq + q.sq_norms[:, None], idx)
 
 
 def _rounding_bound(q: _Tiles, r: _Tiles) -> Tensor:
@@ -150,22 +177,28 @@ def _rounding_bound(q: _Tiles, r: _Tiles) -> Tensor:
     return 2 * math.sqrt(q.x.shape[1]) * unit * scale
 
 
-def _exact_sorted(
-    query: Tensor, reference: Tensor, candidates: Tensor, k: int, chunk_size: int
-) -> tuple[Tensor, Tensor]:
-    """Exact float64 distances ``||q − r||`` to the candidates; the k smallest, ties by index."""
-    n, c = candidates.shape
-    rows_per_step = max(1, chunk_size * chunk_size // max(1, c * query.shape[1]))
-    distances, indices = [], []
-    for s in range(0, n, rows_per_step):
-        idx = candidates[s : s + rows_per_step]
-        diff = reference[idx].to(torch.float64) - query[s : s + rows_per_step, None].double()
-        d, idx = _sorted(diff.square().sum(dim=2), idx)
-        distances.append(d[:, :k].sqrt())
-        indices.append(idx[:, :k])
-    if not distances:
-        return query.new_zeros((0, k), dtype=torch.float64), candidates[:, :k]
-    return torch.cat(distances), torch.cat(indices)
+def _near_ties(sq: Tensor, k: int, bound: Tensor) -> Tensor:
+    """(Nq, n) bool: entries within ``bound`` of a sorted neighbour, among the first k + 1."""
+    m = min(k, sq.shape[1] - 1)
+    close = sq[:, 1 : m + 1] - sq[:, :m] <= bound[:, None]
+    tied = torch.zeros_like(sq, dtype=torch.bool)
+    tied[:, :m] |= close
+    tied[:, 1 : m + 1] |= close
+    return tied
+
+
+def _exact_squared(
+    query: Tensor, reference: Tensor, rows: Tensor, columns: Tensor, chunk_size: int
+) -> Tensor:
+    """Exact float64 ``||query[rows] − reference[columns]||²`` for (P,) index pairs."""
+    step = max(1, chunk_size * chunk_size // query.shape[1])
+    parts = [
+        (reference[columns[s : s + step]].double() - query[rows[s : s + step]].double())
+        .square()
+        .sum(dim=1)
+        for s in range(0, len(rows), step)
+    ]
+    return torch.cat(parts) if parts else query.new_zeros(0, dtype=torch.float64)
 
 
 def knn(
@@ -210,19 +243,19 @@ def knn(
         rt = qt if reference is None else _Tiles(r, center, dtype, chunk_size)
         sq, idx = _search(qt, rt, n, None, symmetric=reference is None)
         bound = _rounding_bound(qt, rt)
-        gaps = sq[:, 1 : k + 1] - sq[:, : min(k, n - 1)]
-        near_tie = (gaps <= bound[:, None]).any(dim=1)
-        short = (sq[:, -1] - sq[:, k - 1] <= bound) if n < available else torch.zeros_like(near_tie)
+        short = sq[:, -1] - sq[:, k - 1] <= bound if n < available else bound < 0
         if short.any():
             rows = short.nonzero().squeeze(1)
             exact_q = _Tiles(q[rows], center, torch.float64, chunk_size)
             exact_r = _Tiles(r, center, torch.float64, chunk_size)
             exclude = None if own is None else own[rows]
             idx[rows] = _search(exact_q, exact_r, n, exclude, symmetric=False)[1]
-        distances, indices = sq[:, :k].double().sqrt(), idx[:, :k]
-        rows = (near_tie | short).nonzero().squeeze(1)
-        distances[rows], indices[rows] = _exact_sorted(q[rows], r, idx[rows], k, chunk_size)
-    return Neighbors(distances, indices)
+        recompute = _near_ties(sq, k, bound) | short[:, None]
+        sq = sq.double()
+        rows, columns = recompute.nonzero(as_tuple=True)
+        sq[rows, columns] = _exact_squared(q, r, rows, idx[rows, columns], chunk_size)
+        sq, idx = _sorted(sq, idx)
+    return Neighbors(sq[:, :k].clamp_min(0).sqrt(), idx[:, :k])
 
 
 def smallest_covering_radius(
