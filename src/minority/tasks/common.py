@@ -63,3 +63,15 @@ def make_trainer(cfg: DictConfig, folder: Path, name: str, **overrides: Any) -> 
 def write_json(path: Path, content: dict[str, Any]) -> Path:
     path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def log_results(logger: Any, values: dict[str, Any], picture: Path) -> None:
+    """Send a run's metrics, its picture and a one-row metrics table to W&B (no-op otherwise)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger):
+        return
+    if values:
+        logger.log_metrics({f"metrics/{k}": v for k, v in values.items()})
+        logger.log_table(key="metrics_table", columns=list(values), data=[list(values.values())])
+    logger.log_image(key="samples", images=[str(picture)])

@@ -31,14 +31,14 @@ from minority.tasks.common import log, plain
 
 def locate_samples(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
     """The archive to evaluate and the dataset node it was drawn for."""
-    if cfg.run_dir:
+    if cfg.get("run_dir"):
         folder = Path(cfg.run_dir)
         if not (folder / "samples.npz").is_file():
             raise UserError(f"{folder} holds no samples.npz; is it a finished sample.py run?")
         run_cfg = folder / "config.yaml"
         dataset = OmegaConf.load(run_cfg).dataset if run_cfg.is_file() else cfg.dataset
         return folder / "samples.npz", plain(dataset)
-    if cfg.npz:
+    if cfg.get("npz"):
         return Path(cfg.npz), plain(cfg.dataset)
     raise UserError("Give run_dir=<sample run folder> or npz=<file.npz> to evaluate.")
 

@@ -14,7 +14,8 @@ from minority.lit.sampling import SamplingModule, ShardWriter, pending_ranges
 from minority.models.build import build_diffusion_for, is_class_conditional, load_denoiser
 from minority.outputs import merge_shards, save_picture
 from minority.sampling.init import Initialisation
-from minority.tasks.common import log, make_trainer, plain, run_dir
+from minority.tasks.common import log, log_results, make_trainer, plain, run_dir
+from minority.tasks.evaluate import evaluate_task
 
 
 def check_sampling_config(cfg: DictConfig) -> None:
@@ -22,14 +23,23 @@ def check_sampling_config(cfg: DictConfig) -> None:
     require(int(cfg.batch_size) > 0, f"batch_size must be positive (got {cfg.batch_size}).")
 
 
+def sample_shape(model_cfg: dict, dataset_cfg: dict) -> tuple[int, ...]:
+    """One sample's shape: from the ADM flags, else from the (embedded, in-memory) dataset."""
+    flags = model_cfg.get("flags")
+    if flags:
+        size = int(flags.get("large_size", flags.get("image_size")))
+        return (int(flags.get("in_channels", 3)), size, size)
+    return build_dataset(dataset_cfg).sample_shape
+
+
 def build_sampling_module(cfg: DictConfig, ranges: list[tuple[int, int]]) -> SamplingModule:
     """Model, diffusion, guide and init policy from the config, for the given batches."""
     model_cfg = plain(cfg.model)
     denoiser = load_denoiser(model_cfg, cfg.checkpoint)
     diffusion = build_diffusion_for(model_cfg, plain(cfg.diffusion), cfg.sampler.steps)
-    data = build_dataset(plain(cfg.dataset))
+    shape = sample_shape(model_cfg, plain(cfg.dataset))
     context = {
-        "sample_shape": data.sample_shape,
+        "sample_shape": shape,
         "num_steps": diffusion.num_timesteps,
         "classifier_ckpt": cfg.paths.classifier_ckpt,
         "diffusion": plain(cfg.diffusion),
@@ -41,7 +51,7 @@ def build_sampling_module(cfg: DictConfig, ranges: list[tuple[int, int]]) -> Sam
     return SamplingModule(
         denoiser,
         diffusion,
-        data.sample_shape,
+        shape,
         int(cfg.seed),
         ranges,
         sampler=cfg.sampler.name,
@@ -65,6 +75,7 @@ def sample_task(cfg: DictConfig) -> Path:
     shards = folder / "shards"
     ranges = pending_ranges(shards, int(cfg.num_samples), int(cfg.batch_size))
     module = build_sampling_module(cfg, ranges)
+    trainer = None
     if ranges:
         trainer = make_trainer(
             cfg, folder, "sample", callbacks=[ShardWriter(shards)], inference_mode=False
@@ -75,9 +86,12 @@ def sample_task(cfg: DictConfig) -> Path:
             return folder / "samples.npz"
     out = merge_shards(shards, int(cfg.num_samples), folder / "samples.npz")
     samples = np.load(out)["arr_0"]
-    mixture = build_dataset(plain(cfg.dataset)).mixture
+    mixture = build_dataset(plain(cfg.dataset)).mixture if cfg.dataset.name == "toy2d" else None
     picture = save_picture(
         samples, folder / ("scatter.png" if samples.ndim == 2 else "grid.png"), mixture
     )
     log.info("samples: %s, picture: %s", out, picture)
+    values = evaluate_task(cfg) if cfg.evaluate else {}
+    if trainer is not None:
+        log_results(trainer.logger, values, picture)
     return out
