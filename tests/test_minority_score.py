@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from torch import Tensor, nn
+from closed_forms import GaussianEps
+from torch import Tensor
 from torch.utils.data import DataLoader
 
-from minority.diffusion.gaussian import GaussianDiffusion, build_diffusion
+from minority.diffusion.gaussian import build_diffusion
 from minority.errors import UserError
 from minority.lit.scoring import MinorityScoreModule, indexed_dataset
 from minority.models.adm import create_model, load_adm_checkpoint
@@ -24,19 +25,6 @@ from minority.scores.minority_score import (
     timestep_from_respaced_index,
     timestep_from_snr,
 )
-
-
-class GaussianEps(nn.Module):
-    """Exact ε for data x0 ~ N(0, s² I): √(1−ᾱ_t) x_t / (ᾱ_t s² + 1 − ᾱ_t), ᾱ original."""
-
-    def __init__(self, diffusion: GaussianDiffusion, std: float):
-        super().__init__()
-        self.register_buffer("alpha_bar", torch.from_numpy(diffusion.original_alphas_cumprod))
-        self.var = std**2
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        a = self.alpha_bar[t].reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
-        return (1 - a).sqrt() * x / (a * self.var + 1 - a)
 
 
 @pytest.fixture(scope="module")

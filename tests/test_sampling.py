@@ -6,28 +6,16 @@ import math
 
 import pytest
 import torch
+from closed_forms import GaussianEps
 from torch import Tensor, nn
 
-from minority.diffusion.gaussian import GaussianDiffusion, build_diffusion
+from minority.diffusion.gaussian import build_diffusion
 from minority.errors import UserError
 from minority.guidance.base import GuidanceContext, WeightSchedule
 from minority.models.denoiser import Denoiser
 from minority.sampling.init import Initialisation
 from minority.sampling.loop import Guide, sample, step
 from minority.sampling.noise import ReplayNoise, SeededNoise
-
-
-class GaussianEps(nn.Module):
-    """The exact ε-prediction for data x0 ~ N(0, s² I): √(1−ᾱ_t) x_t / (ᾱ_t s² + 1 − ᾱ_t)."""
-
-    def __init__(self, diffusion: GaussianDiffusion, std: float):
-        super().__init__()
-        self.register_buffer("alpha_bar", torch.from_numpy(diffusion.original_alphas_cumprod))
-        self.var = std**2
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        a = self.alpha_bar[t].to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
-        return (1 - a).sqrt() * x / (a * self.var + 1 - a)
 
 
 class ConstantTerm:

@@ -1,0 +1,22 @@
+"""Closed-form models shared by tests."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from minority.diffusion.gaussian import GaussianDiffusion
+
+
+class GaussianEps(nn.Module):
+    """The exact ε-prediction for data x0 ~ N(0, s² I): √(1−ᾱ_t) x_t / (ᾱ_t s² + 1 − ᾱ_t),
+    with ᾱ of the original (un-respaced) schedule."""
+
+    def __init__(self, diffusion: GaussianDiffusion, std: float):
+        super().__init__()
+        self.register_buffer("alpha_bar", torch.from_numpy(diffusion.original_alphas_cumprod))
+        self.var = std**2
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        a = self.alpha_bar[t].to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        return (1 - a).sqrt() * x / (a * self.var + 1 - a)
