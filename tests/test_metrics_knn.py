@@ -74,6 +74,17 @@ def test_self_is_excluded_by_index_not_by_distance():
         assert torch.equal(got.distances[i], torch.zeros(3, dtype=torch.float64))
 
 
+def test_copies_of_reference_points_are_at_distance_zero_in_float32():
+    rng = np.random.default_rng(3)
+    reference = (rng.normal(size=(40, 64)) + 100).astype(np.float32)
+    query = np.stack([reference[5], reference[9] + 1e-3]).astype(np.float32)
+    got = knn(query, reference, 2, dtype=torch.float32)
+    assert got.indices[:, 0].tolist() == [5, 9]
+    assert got.distances[0, 0] == 0
+    expected = np.linalg.norm(query[1].astype(np.float64) - reference[9])
+    assert got.distances[1, 0].item() == pytest.approx(expected, rel=1e-12)
+
+
 def test_tiles_never_exceed_the_chunk_size(monkeypatch, features):
     seen = []
     original = knn_module._squared_distances

@@ -1,20 +1,21 @@
 """Exact nearest neighbours and ball coverage on feature sets, in bounded memory.
 
-Squared distances are computed tile by tile as ``||a||² + ||b||² − 2 a·b`` (after centring both
-sets on the reference mean, clamped at 0) on ``chunk_size`` × ``chunk_size`` tiles, so no N × N
-matrix is ever held; each tile's smallest entries are merged into a running top list. The GEMM
-runs in the features' precision (float32 features: fast float32 GEMM) with TF32 disabled, on the
-device of the inputs. A set queried against itself excludes each point *by index* (duplicates of
-a point still count as its neighbours) and computes each tile pair once.
+Squared distances are computed as ``||a||² + ||b||² − 2 a·b`` (both sets centred on the
+reference mean; clamped at 0 before the square root) on ``chunk_size`` × ``chunk_size`` tiles,
+so no N × N matrix is ever held; each tile's smallest entries are merged into a running top
+list. The GEMM runs in the features' precision (float32 features: fast float32 GEMM) with TF32
+disabled, on the device of the inputs. A set queried against itself excludes each point *by
+index* (duplicates of a point still count as its neighbours) and computes each tile pair once.
 
 Exactness: a rounding error of the GEMM could swap two neighbours whose distances nearly tie.
 Every candidate within the rounding bound 2 √D u (||q||² + max ||r||²) of its neighbour in the
-sorted list (a probabilistic bound in the sense of Higham & Mary, 2019; about ten times the
-largest float32 error we measure) gets its distance recomputed exactly in float64 as
+sorted list or of 0 (a probabilistic bound in the sense of Higham & Mary, 2019; about ten times
+the largest float32 error we measure) gets its distance recomputed exactly in float64 as
 ``||q − r||`` before the final sort; a row whose surplus of candidates is not provably enough is
 searched again in float64 first. Neighbour sets and their order are therefore those of exact
 arithmetic (ties broken by the lower index, duplicates at distance exactly 0); the other
-distances carry the GEMM's rounding (about 1e-7 relative in float32).
+squared distances carry the GEMM's rounding, about 1e-7 · (||q||² + ||r||²) in float32 (pass
+``dtype=torch.float64`` for float64 rounding).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class _Tiles:
     def __init__(self, x: Tensor, center: Tensor, dtype: torch.dtype, chunk_size: int) -> None:
         self.x, self.dtype, self.chunk = x, dtype, chunk_size
         self.centred = x.to(dtype) - center.to(dtype)
-        self.sq_norms = self.centred.square().sum(dim=1)
+        self.sq_norms = torch.cat([self.tile(s).square().sum(dim=1) for s in self.starts()])
 
     def tile(self, start: int) -> Tensor:
         return self.centred[start : start + self.chunk]
@@ -177,14 +178,19 @@ def _rounding_bound(q: _Tiles, r: _Tiles) -> Tensor:
     return 2 * math.sqrt(q.x.shape[1]) * unit * scale
 
 
-def _near_ties(sq: Tensor, k: int, bound: Tensor) -> Tensor:
-    """(Nq, n) bool: entries within ``bound`` of a sorted neighbour, among the first k + 1."""
+def _uncertain(sq: Tensor, k: int, bound: Tensor) -> Tensor:
+    """(Nq, n) bool: entries the GEMM cannot settle, to be recomputed exactly.
+
+    Those within ``bound`` of a sorted neighbour among the first k + 1 (their order may be
+    wrong) and those within ``bound`` of 0 (duplicates and near-duplicates, whose distance the
+    GEMM cannot resolve).
+    """
     m = min(k, sq.shape[1] - 1)
     close = sq[:, 1 : m + 1] - sq[:, :m] <= bound[:, None]
-    tied = torch.zeros_like(sq, dtype=torch.bool)
-    tied[:, :m] |= close
-    tied[:, 1 : m + 1] |= close
-    return tied
+    uncertain = sq <= bound[:, None]
+    uncertain[:, :m] |= close
+    uncertain[:, 1 : m + 1] |= close
+    return uncertain
 
 
 def _exact_squared(
@@ -250,7 +256,7 @@ def knn(
             exact_r = _Tiles(r, center, torch.float64, chunk_size)
             exclude = None if own is None else own[rows]
             idx[rows] = _search(exact_q, exact_r, n, exclude, symmetric=False)[1]
-        recompute = _near_ties(sq, k, bound) | short[:, None]
+        recompute = _uncertain(sq, k, bound) | short[:, None]
         sq = sq.double()
         rows, columns = recompute.nonzero(as_tuple=True)
         sq[rows, columns] = _exact_squared(q, r, rows, idx[rows, columns], chunk_size)
