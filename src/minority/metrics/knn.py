@@ -13,9 +13,9 @@ sorted list or of 0 (a probabilistic bound in the sense of Higham & Mary, 2019; 
 the largest float32 error we measure) gets its distance recomputed exactly in float64 as
 ``||q − r||`` before the final sort; a row whose surplus of candidates is not provably enough is
 searched again in float64 first. Neighbour sets and their order are therefore those of exact
-arithmetic (ties broken by the lower index, duplicates at distance exactly 0); the other
-squared distances carry the GEMM's rounding, about 1e-7 · (||q||² + ||r||²) in float32 (pass
-``dtype=torch.float64`` for float64 rounding).
+arithmetic (exact ties broken by the lower index unless more than k + margin points tie;
+duplicates at distance exactly 0); the other squared distances carry the GEMM's rounding,
+about 1e-7 · (||q||² + ||r||²) in float32 (pass ``dtype=torch.float64`` for float64 rounding).
 """
 
 from __future__ import annotations
