@@ -61,15 +61,6 @@ class FakeInception(nn.Module):
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions run far faster on one thread when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
 def no_standard_weights(monkeypatch, tmp_path):
     """Empty standard search folders, so only the files a test creates are found."""
     empty = tmp_path / "empty"

@@ -18,7 +18,7 @@ from minority.tasks.evaluate import evaluate_task
 from minority.tasks.sample import sample_task
 from minority.tasks.train import run_training_task
 
-TRAIN = ("trainer.max_steps=1500", "train.batch_size=512")
+TRAIN = ("trainer.max_steps=2000",)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def draw(root: Path, name: str, *overrides: str, n: int = 2000) -> np.ndarray:
         f"num_samples={n}",
         "batch_size=500",
         "progress=false",
-        "sampler.steps=50",
+        "sampler.steps=100",
         *overrides,
         run_dir=root / "samples" / name,
     )
