@@ -1,0 +1,46 @@
+"""SIGKILL during sampling, relaunch: exactly N unique samples, equal to an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from pipeline_helpers import REPO
+from untrained import untrained_work_folder
+
+ARGS = (
+    "num_samples=400",
+    "batch_size=20",
+    "sampler.steps=40",
+    "progress=false",
+    "trainer.enable_progress_bar=false",
+)
+
+
+def command(root: Path, folder: Path) -> list[str]:
+    return [sys.executable, "sample.py", f"paths.root={root}", f"hydra.run.dir={folder}", *ARGS]
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    root = untrained_work_folder(tmp_path)
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    subprocess.run(command(root, reference), cwd=REPO, check=True, capture_output=True)
+    process = subprocess.Popen(
+        command(root, killed), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while len(list((killed / "shards").glob("shard_*.npz"))) < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = len(list((killed / "shards").glob("shard_*.npz")))
+    assert 3 <= done_before < 20 and not (killed / "samples.npz").exists()
+    subprocess.run(command(root, killed), cwd=REPO, check=True, capture_output=True)
+    merged = np.load(killed / "samples.npz")["arr_0"]
+    assert merged.shape == (400, 2) and len(np.unique(merged, axis=0)) == 400
+    np.testing.assert_allclose(merged, np.load(reference / "samples.npz")["arr_0"], atol=1e-6)
