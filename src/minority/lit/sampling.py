@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from minority.diffusion.gaussian import GaussianDiffusion
 from minority.models.denoiser import Denoiser
-from minority.outputs import completed_ranges, to_storage, write_shard
+from minority.outputs import completed_ranges, from_uint8_nhwc, to_storage, write_shard
 from minority.sampling.init import Initialisation
 from minority.sampling.loop import Guide, sample
 from minority.sampling.noise import SeededNoise
@@ -42,6 +43,10 @@ class SamplingModule(pl.LightningModule):
         init: initialisation policy (Boost-and-Skip).
         num_classes: for class-conditional models, labels are drawn per sample from its own
             seed (uniform over the classes, as the official scripts do); 0 = unconditional.
+        labels: int64 (N,) labels by global index, used instead of drawn ones (upsampling keeps
+            the labels of the low-resolution samples).
+        low_res: uint8 (N, h, w, C) images by global index for a super-resolution denoiser;
+            sample i is conditioned on image i (scaled to [−1, 1], NCHW).
         ranges: the [start, end) batches still to draw.
         progress: show a progress bar per batch.
     """
@@ -59,6 +64,8 @@ class SamplingModule(pl.LightningModule):
         guide: Guide | None = None,
         init: Initialisation | None = None,
         num_classes: int = 0,
+        labels: Tensor | None = None,
+        low_res: np.ndarray | None = None,
         progress: bool = False,
     ):
         super().__init__()
@@ -66,6 +73,7 @@ class SamplingModule(pl.LightningModule):
         self.sample_shape, self.seed, self.ranges = tuple(sample_shape), seed, list(ranges)
         self.sampler, self.eta, self.clip_denoised = sampler, eta, clip_denoised
         self.guide, self.init, self.num_classes, self.progress = guide, init, num_classes, progress
+        self.labels, self.low_res = labels, low_res
 
     def predict_dataloader(self) -> DataLoader:
         """This rank's share of the batches: ranges r, r+W, r+2W, …"""
@@ -73,7 +81,10 @@ class SamplingModule(pl.LightningModule):
         return DataLoader(self.ranges[rank::world], batch_size=None)
 
     def class_labels(self, indices: Sequence[int]) -> Tensor | None:
-        """Per-sample random labels drawn from the sample's own seed (None if unconditional)."""
+        """Per-sample random labels drawn from the sample's own seed (None if unconditional),
+        or the given ``labels`` of these indices."""
+        if self.labels is not None:
+            return self.labels[list(indices)].to(self.device)
         if not self.num_classes:
             return None
         labels = [
@@ -82,13 +93,19 @@ class SamplingModule(pl.LightningModule):
         ]
         return torch.tensor(labels, device=self.device)
 
+    def batch_denoiser(self, start: int, end: int) -> Denoiser:
+        """The denoiser of samples [start, end): bound to their low-res images when given."""
+        if self.low_res is None:
+            return self.denoiser
+        return self.denoiser.with_low_res(from_uint8_nhwc(self.low_res[start:end]).to(self.device))
+
     def predict_step(self, batch: tuple[int, int], batch_idx: int) -> dict[str, Any]:
         start, end = int(batch[0]), int(batch[1])
         indices = range(start, end)
         y = self.class_labels(indices)
         with torch.inference_mode(False), torch.enable_grad():
             x = sample(
-                self.denoiser,
+                self.batch_denoiser(start, end),
                 self.diffusion,
                 (len(indices), *self.sample_shape),
                 SeededNoise(self.seed, indices, self.device),

@@ -1,10 +1,11 @@
 """Build denoisers from a ``model`` config node, and save / load the project's checkpoints.
 
-A ``model`` node has ``arch`` ("mlp" or "adm") and the architecture's arguments; ``adm`` takes
-guided-diffusion flags under ``flags``. A project checkpoint is a ``.pt`` dict holding the EMA
-state dict with the model and diffusion config it was trained with, so sampling can check that
-what it loads fits. A public guided-diffusion ``.pt`` (a bare state dict) loads through
-``model.checkpoint`` with the flags of the ``model`` node.
+A ``model`` node has ``arch`` ("mlp", "adm" or "adm_sr", the super-resolution UNet) and the
+architecture's arguments; ``adm`` and ``adm_sr`` take guided-diffusion flags under ``flags``. A
+project checkpoint is a ``.pt`` dict holding the EMA state dict with the model and diffusion
+config it was trained with, so sampling can check that what it loads fits. A public
+guided-diffusion ``.pt`` (a bare state dict) loads through ``model.checkpoint`` with the flags
+of the ``model`` node.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 
 from minority.errors import UserError
 from minority.models.denoiser import Denoiser
+from minority.weights import find_weights
 
 ARCHS = ("mlp", "adm", "adm_sr")
 
@@ -55,7 +57,10 @@ def is_class_conditional(model_cfg: Mapping[str, Any]) -> bool:
 def build_denoiser(model_cfg: Mapping[str, Any]) -> Denoiser:
     """A :class:`Denoiser` around the backbone of a ``model`` node (random weights)."""
     return Denoiser(
-        build_network(model_cfg), learns_sigma(model_cfg), is_class_conditional(model_cfg)
+        build_network(model_cfg),
+        learns_sigma(model_cfg),
+        is_class_conditional(model_cfg),
+        super_res=model_cfg.get("arch") == "adm_sr",
     )
 
 
@@ -69,11 +74,21 @@ def save_checkpoint(path: str | Path, denoiser: Denoiser, meta: Mapping[str, Any
     return path
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """``path`` itself; a bare file name absent from the working directory (a preset's
+    ``lsun_bedroom.pt``) is looked up in the weight folders (:func:`minority.weights.find_weights`).
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.parent == Path("."):
+        return find_weights(path.name, purpose="diffusion checkpoint")
+    raise UserError(f"Checkpoint {path} does not exist; train it first or give its path.")
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint file; a clear error when it is missing or unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"Checkpoint {path} does not exist; train it first or give its path.")
+    path = checkpoint_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file

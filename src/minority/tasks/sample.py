@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
 from minority.data import build_dataset
+from minority.data.images import read_npz
 from minority.errors import require
 from minority.guidance.build import build_guide
 from minority.lit.sampling import SamplingModule, ShardWriter, pending_ranges
@@ -32,9 +35,47 @@ def sample_shape(model_cfg: dict, dataset_cfg: dict) -> tuple[int, ...]:
     return build_dataset(dataset_cfg).sample_shape
 
 
+def low_res_conditions(cfg: DictConfig, model_cfg: dict) -> tuple[np.ndarray | None, Tensor | None]:
+    """A super-resolution model's inputs: images i < num_samples of ``upsample.low_res_npz``
+    (uint8 N×h×w×C) and, when class-conditional, their labels (int64 (N,)); (None, None) for
+    other models. The archive is guided-diffusion's format, e.g. a 64×64 run's samples.npz.
+    """
+    if model_cfg.get("arch") != "adm_sr":
+        return None, None
+    from minority.models.adm import SRFlags
+
+    path = OmegaConf.select(cfg, "upsample.low_res_npz", default=None)
+    require(
+        path is not None,
+        "A super-resolution model needs upsample.low_res_npz=<samples.npz> of the low-res images.",
+    )
+    flags, n = SRFlags.coerce(model_cfg["flags"]), int(cfg.num_samples)
+    images, labels = read_npz(Path(path), flags.class_cond)
+    size = (flags.small_size, flags.small_size, flags.in_channels)
+    require(
+        images.dtype == np.uint8 and images.ndim == 4 and images.shape[1:] == size,
+        f"The low-res archive {path} holds {images.dtype} images of shape {images.shape[1:]}; "
+        f"the upsampler takes uint8 {'×'.join(map(str, size))} images (small_size).",
+    )
+    require(
+        len(images) >= n,
+        f"The low-res archive {path} holds {len(images)} images, fewer than num_samples={n}.",
+    )
+    if labels is None:
+        return images[:n], None
+    labels = labels[:n]
+    require(
+        labels.shape == (n,) and labels.min() >= 0 and labels.max() < flags.num_classes,
+        f"The labels (arr_1) of {path} are not classes in 0..{flags.num_classes - 1}; the "
+        "class-conditional upsampler needs those of the low-res samples.",
+    )
+    return images[:n], torch.from_numpy(labels.astype(np.int64))
+
+
 def build_sampling_module(cfg: DictConfig, ranges: list[tuple[int, int]]) -> SamplingModule:
     """Model, diffusion, guide and init policy from the config, for the given batches."""
     model_cfg = plain(cfg.model)
+    low_res, labels = low_res_conditions(cfg, model_cfg)
     denoiser = load_denoiser(model_cfg, cfg.checkpoint)
     diffusion = build_diffusion_for(model_cfg, plain(cfg.diffusion), cfg.sampler.steps)
     shape = sample_shape(model_cfg, plain(cfg.dataset))
@@ -60,6 +101,8 @@ def build_sampling_module(cfg: DictConfig, ranges: list[tuple[int, int]]) -> Sam
         guide=build_guide(plain(cfg.guidance), plain(cfg.schedule), context),
         init=Initialisation(float(cfg.init.gamma), int(cfg.init.skip)),
         num_classes=num_classes,
+        labels=labels,
+        low_res=low_res,
         progress=bool(cfg.progress),
     )
 
