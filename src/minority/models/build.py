@@ -115,7 +115,7 @@ def load_denoiser(model_cfg: Mapping[str, Any], path: str | Path) -> Denoiser:
     if model_cfg.get("arch", "").startswith("adm"):
         from minority.models.adm import load_adm_checkpoint
 
-        load_adm_checkpoint(denoiser.net, content)
+        load_adm_checkpoint(denoiser.net, content, name=path)
     else:
         _load_strict(denoiser.net, content, path)
     return denoiser.eval()

@@ -77,7 +77,10 @@ def read_state_dict(source: StateSource) -> dict[str, Tensor]:
 
 
 def load_adm_checkpoint(
-    model: nn.Module, source: StateSource, ignore_prefixes: Sequence[str] = ()
+    model: nn.Module,
+    source: StateSource,
+    ignore_prefixes: Sequence[str] = (),
+    name: object = None,
 ) -> None:
     """Load a guided-diffusion state dict into ``model`` with ``strict=True``.
 
@@ -86,6 +89,7 @@ def load_adm_checkpoint(
         source: path of a ``.pt`` file, or a state dict.
         ignore_prefixes: checkpoint keys starting with any of these are dropped first (e.g.
             ``("out.",)`` to load a full classifier into a feature extractor).
+        name: what to call the checkpoint in errors (default: its path, or "(state dict)").
 
     Raises:
         UserError: missing file, unreadable file, or a checkpoint that does not fit; the message
@@ -98,7 +102,7 @@ def load_adm_checkpoint(
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     ckpt = {k: tuple(v.shape) for k, v in state.items()}
     if own != ckpt:
-        name = source if not isinstance(source, Mapping) else "(state dict)"
+        name = name or (source if not isinstance(source, Mapping) else "(state dict)")
         raise UserError(_mismatch_message(model, name, ckpt, own))
     model.load_state_dict(state, strict=True)
 

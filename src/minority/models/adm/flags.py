@@ -144,6 +144,8 @@ class ClassifierFlags(_Flags):
 
 def _numbers(value: ListFlag, name: str) -> tuple[float, ...]:
     """Parse "1,1,2" or [1, 1, 2] into numbers (int where integral)."""
+    if isinstance(value, int | float):
+        value = [value]
     parts = value.split(",") if isinstance(value, str) else list(value)
     try:
         numbers = [float(p) for p in parts]
