@@ -27,6 +27,7 @@ def minority_guidance(cfg: Mapping[str, Any], context: Mapping[str, Any]) -> Min
         sample_shape=context["sample_shape"],
         noise_schedule=diffusion["noise_schedule"],
         diffusion_steps=int(diffusion["diffusion_steps"]),
+        extractor_weights=cfg.get("extractor_weights"),
     )
     target = cfg.get("target_class")
     target = classifier_spec(classifier)[0] - 1 if target is None else target

@@ -161,6 +161,21 @@ class MinorityClassifierModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
+def released_cascade(
+    head_state: Mapping[str, Tensor], extractor_weights: str | None = None
+) -> nn.Module:
+    """The official LSUN cascade from the released head (``mc_lsun.pt``, a bare state dict)
+    and the ADM 256×256 classifier file (``extractor_weights``; None searches the standard
+    places). L is read from the head's output layer."""
+    from minority.models.adm import create_minority_cascade, lsun_head_flags
+
+    num_classes = int(head_state["out.2.c_proj.bias"].numel())
+    cascade = create_minority_cascade(head_flags=lsun_head_flags(num_classes))
+    cascade.load_head(dict(head_state))
+    cascade.load_extractor(extractor_weights)
+    return cascade.requires_grad_(False).eval()
+
+
 def load_minority_classifier(
     path: str | Path,
     num_classes: int | None = None,
@@ -168,8 +183,10 @@ def load_minority_classifier(
     noise_schedule: str | None = None,
     diffusion_steps: int | None = None,
     map_location: str | torch.device = "cpu",
+    extractor_weights: str | None = None,
 ) -> nn.Module:
-    """The frozen classifier (eval mode) of a :class:`MinorityClassifierModule` checkpoint.
+    """The frozen classifier (eval mode) of a :class:`MinorityClassifierModule` checkpoint, or
+    the official LSUN cascade when ``path`` is the released head (``mc_lsun.pt`` layout).
 
     The given expectations (None skips one) are checked against the saved hyper-parameters
     before the weights are loaded (:func:`~minority.guidance.classifier.check_classifier_fits`).
@@ -182,7 +199,11 @@ def load_minority_classifier(
         raise UserError(f"Minority-classifier checkpoint {path} does not exist; train it first.")
     try:
         content = torch.load(path, map_location=map_location, weights_only=True)
+        if "out.2.c_proj.bias" in content:
+            return released_cascade(content, extractor_weights)
         hparams = content["hyper_parameters"]
+    except UserError:
+        raise
     except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
         raise UserError(
             f"{path} is not a minority-classifier checkpoint ({type(error).__name__})."
