@@ -34,6 +34,16 @@ def to_storage(x: Tensor) -> np.ndarray:
     return to_uint8_nhwc(x) if x.ndim == 4 else x.detach().float().cpu().numpy()
 
 
+def torch_save_atomic(content: object, path: str | Path) -> Path:
+    """``torch.save`` to a ``.partial`` name, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(content, partial)
+    partial.replace(path)
+    return path
+
+
 def save_npz_atomic(path: Path, **arrays: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")

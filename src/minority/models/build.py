@@ -19,6 +19,7 @@ from torch import nn
 
 from minority.errors import UserError
 from minority.models.denoiser import Denoiser
+from minority.outputs import torch_save_atomic
 from minority.weights import find_weights
 
 ARCHS = ("mlp", "adm", "adm_sr")
@@ -66,12 +67,7 @@ def build_denoiser(model_cfg: Mapping[str, Any]) -> Denoiser:
 
 def save_checkpoint(path: str | Path, denoiser: Denoiser, meta: Mapping[str, Any]) -> Path:
     """Write ``{"state_dict", **meta}`` atomically (a partial file never looks complete)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".partial")
-    torch.save({"state_dict": denoiser.net.state_dict(), **meta}, partial)
-    partial.replace(path)
-    return path
+    return torch_save_atomic({"state_dict": denoiser.net.state_dict(), **meta}, path)
 
 
 def checkpoint_file(path: str | Path) -> Path:

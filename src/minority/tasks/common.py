@@ -65,13 +65,23 @@ def write_json(path: Path, content: dict[str, Any]) -> Path:
     return path
 
 
-def log_results(logger: Any, values: dict[str, Any], picture: Path) -> None:
-    """Send a run's metrics, its picture and a one-row metrics table to W&B (no-op otherwise)."""
+def is_wandb(logger: Any) -> bool:
     from pytorch_lightning.loggers import WandbLogger
 
-    if not isinstance(logger, WandbLogger):
+    return isinstance(logger, WandbLogger)
+
+
+def log_results(logger: Any, values: dict[str, Any], picture: Path) -> None:
+    """Send a run's metrics, its picture and a one-row metrics table to W&B (no-op otherwise)."""
+    if not is_wandb(logger):
         return
     if values:
         logger.log_metrics({f"metrics/{k}": v for k, v in values.items()})
         logger.log_table(key="metrics_table", columns=list(values), data=[list(values.values())])
     logger.log_image(key="samples", images=[str(picture)])
+
+
+def close_logger(trainer: pl.Trainer | None) -> None:
+    """Finish the W&B run, so the next job of a multirun starts its own."""
+    if trainer is not None and is_wandb(trainer.logger) and trainer.global_rank == 0:
+        trainer.logger.experiment.finish()

@@ -17,7 +17,7 @@ from minority.lit.sampling import SamplingModule, ShardWriter, pending_ranges
 from minority.models.build import build_diffusion_for, is_class_conditional, load_denoiser
 from minority.outputs import merge_shards, save_picture
 from minority.sampling.init import Initialisation
-from minority.tasks.common import log, log_results, make_trainer, plain, run_dir
+from minority.tasks.common import close_logger, log, log_results, make_trainer, plain, run_dir
 from minority.tasks.evaluate import evaluate_task
 
 
@@ -137,4 +137,5 @@ def sample_task(cfg: DictConfig) -> Path:
     values = evaluate_task(cfg) if cfg.evaluate else {}
     if trainer is not None:
         log_results(trainer.logger, values, picture)
+    close_logger(trainer)
     return out

@@ -16,9 +16,10 @@ from torch.utils.data import DataLoader
 from minority.data import build_dataset
 from minority.lit.scoring import MinorityScoreModule, indexed_dataset
 from minority.models.build import load_denoiser
+from minority.outputs import torch_save_atomic
 from minority.scores.labels import minority_labels, stratified_split
 from minority.scores.minority_score import scores_by_index
-from minority.tasks.common import log, make_trainer, plain, run_dir
+from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir
 
 
 class ScoreCollector(pl.Callback):
@@ -76,7 +77,6 @@ def compute_scores(cfg: DictConfig) -> Path:
     train_idx, val_idx = stratified_split(labels, float(s.val_fraction), int(cfg.seed))
     out = Path(cfg.paths.scores)
     if trainer.global_rank == 0:
-        out.parent.mkdir(parents=True, exist_ok=True)
         content = {
             "scores": scores,
             "labels": labels,
@@ -86,7 +86,7 @@ def compute_scores(cfg: DictConfig) -> Path:
             "settings": plain(s),
             "dataset": cfg.dataset.name,
         }
-        torch.save(content, out.with_suffix(".partial"))
-        out.with_suffix(".partial").replace(out)
+        torch_save_atomic(content, out)
         log.info("minority scores of %d samples saved to %s", len(scores), out)
+    close_logger(trainer)
     return out

@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from minority.data import build_dataset
 from minority.errors import UserError, require
 from minority.lit.classifier import MinorityClassifierModule
-from minority.tasks.common import log, make_trainer, plain, run_dir
+from minority.outputs import torch_save_atomic
+from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir
 
 
 def load_scores(cfg: DictConfig, num_items: int) -> dict:
@@ -68,9 +69,8 @@ def train_classifier(cfg: DictConfig) -> Path:
     trainer.fit(module, loader(scores["train_idx"], True), loader(scores["val_idx"], False))
     out = Path(cfg.paths.classifier_ckpt)
     if trainer.global_rank == 0:
-        out.parent.mkdir(parents=True, exist_ok=True)
         content = {"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}
-        torch.save(content, out.with_suffix(".partial"))
-        out.with_suffix(".partial").replace(out)
+        torch_save_atomic(content, out)
         log.info("minority classifier saved to %s", out)
+    close_logger(trainer)
     return out

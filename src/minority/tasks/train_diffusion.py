@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from minority.data import build_dataset
 from minority.lit.diffusion import DiffusionModule
 from minority.models.build import save_checkpoint
-from minority.tasks.common import log, make_trainer, plain, run_dir
+from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir
 
 
 def ema_with_warmup(decay: float):
@@ -69,4 +69,5 @@ def train_diffusion(cfg: DictConfig) -> Path:
     }
     path = save_checkpoint(cfg.paths.diffusion_ckpt, module.denoiser, meta)
     log.info("denoiser saved to %s", path)
+    close_logger(trainer)
     return path
