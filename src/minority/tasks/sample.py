@@ -121,7 +121,12 @@ def sample_task(cfg: DictConfig) -> Path:
     trainer = None
     if ranges:
         trainer = make_trainer(
-            cfg, folder, "sample", callbacks=[ShardWriter(shards)], inference_mode=False
+            cfg,
+            folder,
+            "sample",
+            callbacks=[ShardWriter(shards)],
+            inference_mode=False,
+            use_distributed_sampler=False,
         )
         trainer.predict(module, return_predictions=False)
         trainer.strategy.barrier()
