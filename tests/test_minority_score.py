@@ -19,7 +19,6 @@ from minority.sampling.noise import ReplayNoise
 from minority.scores.labels import minority_labels
 from minority.scores.minority_score import (
     MinorityScorer,
-    original_process,
     score_dataset,
     scores_by_index,
     timestep_from_respaced_index,
@@ -85,7 +84,7 @@ def test_snr_picks_the_timestep_with_that_snr(schedule: str) -> None:
 
 def test_original_process_recovers_the_full_schedule_of_a_respaced_one() -> None:
     full = build_diffusion("linear", 1000)
-    recovered = original_process(build_diffusion("linear", 1000, "ddim50"))
+    recovered = build_diffusion("linear", 1000, "ddim50").original()
     assert recovered.timestep_map == list(range(1000))
     np.testing.assert_allclose(recovered.alphas_cumprod, full.alphas_cumprod, rtol=1e-12)
 

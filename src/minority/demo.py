@@ -9,6 +9,7 @@ the tables and where the pictures are. Every stage is an ordinary ``train.py`` /
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -39,7 +40,8 @@ def run(args: list[str], root: Path) -> None:
     """Run one stage, echoing the command; stop the demo if it fails."""
     print("$ python " + " ".join(args), flush=True)
     start = time.time()
-    done = subprocess.run([sys.executable, *args], cwd=root, stdout=subprocess.DEVNULL)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, *args], cwd=root, env=env, stdout=subprocess.DEVNULL)
     if done.returncode:
         sys.exit(f"demo stopped: `python {' '.join(args)}` failed (exit {done.returncode}).")
     print(f"  done in {time.time() - start:.0f} s", flush=True)

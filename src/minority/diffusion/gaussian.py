@@ -43,6 +43,7 @@ class GaussianDiffusion:
             )
         self.variance_type = variance_type
         self.num_original_timesteps = len(betas)
+        self.original_betas = np.asarray(betas, dtype=np.float64)
         self.original_alphas_cumprod = np.cumprod(1.0 - np.asarray(betas, dtype=np.float64))
         self.timestep_map = (
             list(timestep_map) if timestep_map is not None else list(range(len(betas)))
@@ -78,6 +79,12 @@ class GaussianDiffusion:
         )
 
     # -- index bookkeeping ---------------------------------------------------------------------
+    def original(self) -> GaussianDiffusion:
+        """The un-respaced T-step process behind this one: its index k is the original t."""
+        if self.timestep_map == list(range(self.num_original_timesteps)):
+            return self
+        return GaussianDiffusion(self.original_betas, None, self.variance_type)
+
     def original_timestep(self, k: Tensor) -> Tensor:
         """Respaced indices -> original timesteps, int64, same shape and device as ``k``."""
         table = torch.as_tensor(self.timestep_map, dtype=torch.int64, device=k.device)

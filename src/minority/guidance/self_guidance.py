@@ -20,7 +20,6 @@ authors' form: 0.8 of 250 steps is index 200, original timestep 802), or an orig
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -28,13 +27,6 @@ from minority.diffusion.gaussian import GaussianDiffusion
 from minority.errors import require
 from minority.guidance.base import GuidanceContext
 from minority.scores.distances import Distance, build_distance
-
-
-def full_grid(diffusion: GaussianDiffusion) -> GaussianDiffusion:
-    """The un-respaced diffusion behind ``diffusion``: index = original timestep 0..T−1."""
-    alphas_cumprod = diffusion.original_alphas_cumprod
-    betas = 1.0 - alphas_cumprod / np.append(1.0, alphas_cumprod[:-1])
-    return GaussianDiffusion(betas, variance_type=diffusion.variance_type)
 
 
 def _tile(x: Tensor, m: int) -> Tensor:
@@ -100,7 +92,7 @@ class SelfGuidance:
             f"perturb_t {self.perturb_t} is not below the {diffusion.num_original_timesteps} "
             "training timesteps.",
         )
-        return full_grid(diffusion), self.perturb_t, self.perturb_t
+        return diffusion.original(), self.perturb_t, self.perturb_t
 
     def _tweedie(self, diffusion: GaussianDiffusion, x: Tensor, k: Tensor, eps: Tensor) -> Tensor:
         x0 = diffusion.pred_xstart(x, k, eps)

@@ -57,15 +57,6 @@ def timestep_from_snr(
     return int(np.argmin(np.abs(log_snr - np.log(snr))))
 
 
-def original_process(diffusion: GaussianDiffusion) -> GaussianDiffusion:
-    """The un-respaced T-step process behind ``diffusion``: its index k is the original t."""
-    if diffusion.timestep_map == list(range(diffusion.num_original_timesteps)):
-        return diffusion
-    alpha_bar = diffusion.original_alphas_cumprod
-    betas = 1.0 - alpha_bar / np.append(1.0, alpha_bar[:-1])
-    return GaussianDiffusion(betas, None, diffusion.variance_type)
-
-
 @dataclass
 class MinorityScoreDraws:
     """A batch's minority scores with their per-draw parts.
@@ -107,7 +98,7 @@ class MinorityScorer(nn.Module):
         clip_denoised: bool = True,
     ):
         super().__init__()
-        process = original_process(diffusion)
+        process = diffusion.original()
         require(
             0 <= int(perturb_t) < process.num_timesteps,
             f"perturb_t {perturb_t} is outside 0..{process.num_timesteps - 1}.",
