@@ -14,10 +14,12 @@ side by side in one process (variants interleaved):
 Every ratio is relative to the unguided step (or run) of the same model. Times are the minimum
 over interleaved repeats, the estimate least disturbed by other processes on shared cores
 (with 2 threads on a busy machine, each of the UNet's many small parallel ops may wait for a
-descheduled thread, so absolute times vary a lot; ratios much less). From the repo root:
+descheduled thread, so wall times can be dominated by that wait; ``--threads 1 --cpu-time``
+measures the work itself). From the repo root:
 
-    python benchmarks/bench_guided_steps.py            # full (several minutes on 2 cores)
+    python benchmarks/bench_guided_steps.py            # full (several minutes on 2 free cores)
     python benchmarks/bench_guided_steps.py --quick    # a short smoke run (width-32 UNet)
+    python benchmarks/bench_guided_steps.py --threads 1 --cpu-time   # on a busy machine
 """
 
 from __future__ import annotations
@@ -120,23 +122,28 @@ def guides(setup: Setup, every: int = 1) -> dict[str, Guide | None]:
     }
 
 
+Clock = Callable[[], float]
+
+
 def interleaved_minima(
-    jobs: dict[str, Callable[[], object]], repeats: int, warm_up: bool = True
+    jobs: dict[str, Callable[[], object]], repeats: int, clock: Clock, warm_up: bool = True
 ) -> dict[str, float]:
-    """Minimum wall time of each job, the jobs run in turn ``repeats`` times."""
+    """Minimum time of each job on ``clock``, the jobs run in turn ``repeats`` times."""
     if warm_up:
         for job in jobs.values():
             job()
     times: dict[str, list[float]] = {name: [] for name in jobs}
     for _ in range(repeats):
         for name, job in jobs.items():
-            start = time.perf_counter()
+            start = clock()
             job()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: min(values) for name, values in times.items()}
 
 
-def step_costs(setup: Setup, diffusion: GaussianDiffusion, repeats: int) -> dict[str, float]:
+def step_costs(
+    setup: Setup, diffusion: GaussianDiffusion, repeats: int, clock: Clock
+) -> dict[str, float]:
     """Seconds of one step at the middle of the grid, per variant."""
     i = diffusion.num_timesteps // 2
     x = torch.randn(setup.shape)
@@ -145,10 +152,12 @@ def step_costs(setup: Setup, diffusion: GaussianDiffusion, repeats: int) -> dict
         noise = SeededNoise(0, range(setup.shape[0]))
         return lambda: step(setup.denoiser, diffusion, x, i, noise, guide=guide)
 
-    return interleaved_minima({n: job(g) for n, g in guides(setup).items()}, repeats)
+    return interleaved_minima({n: job(g) for n, g in guides(setup).items()}, repeats, clock)
 
 
-def run_costs(setup: Setup, diffusion: GaussianDiffusion, every: int, repeats: int):
+def run_costs(
+    setup: Setup, diffusion: GaussianDiffusion, every: int, repeats: int, clock: Clock
+) -> dict[str, float]:
     """Seconds of a whole ancestral run and of self-guided runs (every n steps)."""
     variants = guides(setup, every)
 
@@ -160,7 +169,8 @@ def run_costs(setup: Setup, diffusion: GaussianDiffusion, every: int, repeats: i
         return run
 
     names = ("unguided", "self-guided", "self-guided, official 3 calls")
-    return interleaved_minima({n: job(variants[n]) for n in names}, repeats, warm_up=False)
+    jobs = {n: job(variants[n]) for n in names}
+    return interleaved_minima(jobs, repeats, clock, warm_up=False)
 
 
 def report(
@@ -189,22 +199,29 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="few repeats, short runs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--every", type=int, default=5, help="self-guidance every n steps")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time with the process's CPU clock: with --threads 1, immune to other processes",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    clock = time.process_time if args.cpu_time else time.perf_counter
     num_steps, step_repeats, run_repeats = (5, 2, 1) if args.quick else (25, 5, 2)
     diffusion = build_diffusion("cosine", 1000, str(num_steps), "learned_range")
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {num_steps}-step cosine "
-        "grid; self-guidance: l2, p_ratio 0.8, M 1; minority guidance: L = 100"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{'CPU' if args.cpu_time else 'wall'} time, {num_steps}-step cosine grid; "
+        "self-guidance: l2, p_ratio 0.8, M 1; minority guidance: L = 100"
     )
     if args.quick:
         setups = (digits_setup(batch=16), adm64_setup(batch=1, width=32))
     else:
         setups = (digits_setup(batch=64), adm64_setup(batch=4, width=64))
     for setup in setups:
-        steps = step_costs(setup, diffusion, step_repeats)
-        runs = run_costs(setup, diffusion, args.every, run_repeats)
+        steps = step_costs(setup, diffusion, step_repeats, clock)
+        runs = run_costs(setup, diffusion, args.every, run_repeats, clock)
         report(setup, steps, runs, num_steps, args.every)
 
 
