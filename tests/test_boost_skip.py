@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 import torch
-from test_sampling import GaussianEps
+from closed_forms import GaussianEps
 from torch import Tensor, nn
 
 from minority.diffusion.gaussian import GaussianDiffusion, build_diffusion
