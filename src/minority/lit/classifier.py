@@ -6,11 +6,12 @@ the **full** T-step schedule (no respacing) and ε ~ N(0, I), forms x_t = √ᾱ
 and minimises plain cross-entropy, as the official classifier training. AdamW with a linear decay
 of the learning rate to 0 over ``max_steps``.
 
-Logged: ``{train,val}/loss``, ``/acc1``, ``/acc5`` (top-min(5, L)), and the same per quarter of
-t — ``/loss_q0`` for t in [0, T/4), …, ``/loss_q3`` for [3T/4, T). Validation draws its t and ε
-from generators seeded by (val_seed, batch index), so validation numbers are comparable across
-epochs. The hyper-parameters (L, sample shape, schedule, architecture) are saved with the
-checkpoint; :func:`load_minority_classifier` checks them against the sampling run.
+Logged: ``{train,val}/loss``, ``/acc1``, ``/acc5`` (top-min(5, L)), and on validation the same
+per quarter of t — ``val/loss_q0`` for t in [0, T/4), …, ``val/loss_q3`` for [3T/4, T).
+Validation draws its t and ε from generators seeded by (val_seed, batch index), so validation
+numbers are comparable across epochs. The hyper-parameters (L, sample shape, schedule,
+architecture) are saved with the checkpoint; :func:`load_minority_classifier` checks them
+against the sampling run.
 """
 
 from __future__ import annotations
@@ -75,12 +76,7 @@ class MinorityClassifierModule(pl.LightningModule):
         )
         self.diffusion = build_diffusion(noise_schedule, diffusion_steps)
         self.quarter_metrics = nn.ModuleDict(
-            {
-                f"{split}_{name}_q{q}": MeanMetric()
-                for split in ("train", "val")
-                for name in METRICS
-                for q in range(QUARTERS)
-            }
+            {f"val_{name}_q{q}": MeanMetric() for name in METRICS for q in range(QUARTERS)}
         )
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
@@ -115,8 +111,10 @@ class MinorityClassifierModule(pl.LightningModule):
                 batch_size=len(value),
                 sync_dist=not train,
             )
+            if train:
+                continue
             for q in range(QUARTERS):
-                metric = self.quarter_metrics[f"{split}_{name}_q{q}"]
+                metric = self.quarter_metrics[f"val_{name}_q{q}"]
                 metric.update(value, (quarter == q).float())
                 self.log(f"{split}/{name}_q{q}", metric, on_step=False, on_epoch=True)
 
