@@ -3,7 +3,8 @@
 toy2d and digits: train the denoiser → minority scores → minority classifier → sample with
 ancestral DDPM, DDIM, minority guidance, self-guidance and Boost-and-Skip → evaluate → print
 the tables and where the pictures are. Every stage is an ordinary ``train.py`` / ``sample.py``
-/ ``evaluate.py`` command, printed before it runs; finished stages are skipped on a rerun.
+command (``sample.py … evaluate=true`` evaluates as it finishes), printed before it runs;
+finished stages are skipped on a rerun.
 """
 
 from __future__ import annotations
@@ -67,13 +68,27 @@ def pipeline(experiment: str, root: Path, num_samples: int, outputs: Path) -> Pa
                 *common,
                 f"num_samples={num_samples}",
                 "progress=false",
+                "evaluate=true",
                 *overrides,
                 *extra,
             ],
             root,
         )
-        run(["evaluate.py", f"experiment={experiment}", f"run_dir={work / 'samples' / name}"], root)
     return table
+
+
+def toy2d_reference(root: Path) -> str:
+    """The real data's figures, to read the toy2d table against."""
+    from omegaconf import OmegaConf
+
+    from minority.data import build_dataset
+
+    data = build_dataset(OmegaConf.to_container(OmegaConf.load(root / "conf/dataset/toy2d.yaml")))
+    weights = ", ".join(f"{w:.2f}" for w in data.mixture.weights.tolist())
+    return (
+        f"toy2d data: mean exact log-density {data.mixture.log_prob(data.x).mean():.4f}, "
+        f"component weights {weights} (light share {1 - data.mixture.weights.max():.2f})"
+    )
 
 
 def main() -> None:
@@ -88,6 +103,8 @@ def main() -> None:
     tables = [pipeline(e, root, args.num_samples, outputs) for e in args.experiments]
     for table in tables:
         print(f"\n{table}:\n{table.read_text()}")
+    if "toy2d" in args.experiments:
+        print(toy2d_reference(root))
     print("pictures:")
     for picture in sorted(outputs.glob("*/samples/*/*.png")):
         print(f"  {picture.relative_to(root)}")
