@@ -18,7 +18,7 @@ from minority.tasks.evaluate import evaluate_task
 from minority.tasks.sample import sample_task
 from minority.tasks.train import run_training_task
 
-TRAIN = ("trainer.max_steps=2000",)
+TRAIN = ("trainer.max_steps=6000",)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def toy2d(tmp_path_factory) -> Path:
     run_training_task(make_config("train", root, "task=scores", run_dir=root / "s"))
     run_training_task(
         make_config(
-            "train", root, "task=classifier", "classifier.max_steps=1000", run_dir=root / "c"
+            "train", root, "task=classifier", "classifier.max_steps=3000", run_dir=root / "c"
         )
     )
     return root
