@@ -14,8 +14,6 @@ from pipeline_helpers import REPO, make_config
 from minority.models.build import build_denoiser, save_checkpoint
 from minority.tasks.common import plain
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
