@@ -103,7 +103,7 @@ def toy2d_reference(root: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS))
-    parser.add_argument("--num-samples", type=int, default=5000)
+    parser.add_argument("--num-samples", type=int, default=4000)
     args = parser.parse_args()
     root = Path.cwd()
     if not (root / "train.py").is_file():

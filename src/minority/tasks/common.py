@@ -9,6 +9,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
 
 from minority.errors import require
 
@@ -58,6 +66,17 @@ def make_trainer(cfg: DictConfig, folder: Path, name: str, **overrides: Any) -> 
         enable_model_summary=False,
         **kwargs,
     )
+
+
+def tensor_loader(*tensors: Tensor, batch_size: int, shuffle: bool) -> DataLoader:
+    """Batches of in-memory tensors, gathered by one index per batch (not item by item).
+
+    Shuffled loaders drop the last partial batch; the batch size is capped at the data size.
+    """
+    dataset = TensorDataset(*tensors)
+    order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+    sampler = BatchSampler(order, min(batch_size, len(dataset)), drop_last=shuffle)
+    return DataLoader(dataset, sampler=sampler, batch_size=None)
 
 
 def write_json(path: Path, content: dict[str, Any]) -> Path:

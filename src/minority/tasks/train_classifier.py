@@ -7,13 +7,13 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from minority.data import build_dataset
 from minority.errors import UserError, require
 from minority.lit.classifier import MinorityClassifierModule
 from minority.outputs import torch_save_atomic
-from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir
+from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir, tensor_loader
 
 
 def load_scores(cfg: DictConfig, num_items: int) -> dict:
@@ -52,9 +52,8 @@ def train_classifier(cfg: DictConfig) -> Path:
     labels = scores["labels"]
 
     def loader(idx: torch.Tensor, shuffle: bool) -> DataLoader:
-        dataset = TensorDataset(data.x[idx], labels[idx])
-        return DataLoader(
-            dataset, batch_size=min(int(c.batch_size), len(idx)), shuffle=shuffle, drop_last=shuffle
+        return tensor_loader(
+            data.x[idx], labels[idx], batch_size=int(c.batch_size), shuffle=shuffle
         )
 
     trainer = make_trainer(

@@ -8,12 +8,11 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint, WeightAveraging
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
 
 from minority.data import build_dataset
 from minority.lit.diffusion import DiffusionModule
 from minority.models.build import save_checkpoint
-from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir
+from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir, tensor_loader
 
 
 def ema_with_warmup(decay: float):
@@ -36,13 +35,7 @@ def train_diffusion(cfg: DictConfig) -> Path:
     folder = run_dir(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     data = build_dataset(plain(cfg.dataset))
-    loader = DataLoader(
-        TensorDataset(data.x),
-        batch_size=min(int(cfg.train.batch_size), len(data)),
-        shuffle=True,
-        drop_last=True,
-        num_workers=int(cfg.train.num_workers),
-    )
+    loader = tensor_loader(data.x, batch_size=int(cfg.train.batch_size), shuffle=True)
     module = DiffusionModule(
         plain(cfg.model), plain(cfg.diffusion), float(cfg.train.lr), int(cfg.trainer.max_steps)
     )
