@@ -9,27 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pipeline_helpers import REPO, make_config
-
-from minority.models.build import build_denoiser, save_checkpoint
-from minority.tasks.common import plain
+from pipeline_helpers import REPO
+from untrained import untrained_work_folder
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     """A work folder with an (untrained, seeded) toy2d denoiser checkpoint."""
-    root = tmp_path_factory.mktemp("ddp")
-    cfg = make_config("sample", root)
-    torch.manual_seed(0)
-    model = plain(cfg.model)
-    meta = {
-        "model": model,
-        "diffusion": plain(cfg.diffusion),
-        "dataset": "toy2d",
-        "sample_shape": [2],
-    }
-    save_checkpoint(cfg.paths.diffusion_ckpt, build_denoiser(model), meta)
-    return root
+    return untrained_work_folder(tmp_path_factory.mktemp("ddp"))
 
 
 def run(script: str, root: Path, folder: Path, *args: str) -> None:
