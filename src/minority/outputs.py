@@ -100,7 +100,9 @@ def save_picture(samples: np.ndarray, path: Path, mixture=None, max_images: int 
         from torchvision.utils import save_image
 
         grid = from_uint8_nhwc(samples[:max_images])
-        save_image((grid + 1) / 2, path, nrow=int(np.ceil(np.sqrt(len(grid)))))
+        zoom = max(1, 32 // grid.shape[-1])  # tiny images (8×8 digits) are shown enlarged
+        grid = torch.nn.functional.interpolate(grid, scale_factor=zoom, mode="nearest")
+        save_image((grid + 1) / 2, path, nrow=int(np.ceil(np.sqrt(len(grid)))), pad_value=1.0)
         return path
     fig, ax = plt.subplots(figsize=(5, 5))
     if mixture is not None:
