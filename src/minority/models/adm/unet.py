@@ -106,6 +106,23 @@ class _BlockFactory:
 class _ADMBase(nn.Module):
     """Shared pieces: time-embedding MLP, encoder half (input + middle blocks), autocast."""
 
+    def _setup(
+        self,
+        image_size: int,
+        in_channels: int,
+        model_channels: int,
+        out_channels: int,
+        use_fp16: bool,
+        dtype: torch.dtype | str | None,
+    ) -> None:
+        """Record the sizes and the compute dtype; create the time-embedding MLP."""
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.model_channels = model_channels
+        self.out_channels = out_channels
+        self.compute_dtype = resolve_compute_dtype(use_fp16, dtype)
+        self.time_embed = _time_embed_mlp(model_channels)
+
     def _build_trunk(
         self,
         in_channels: int,
@@ -218,12 +235,8 @@ class UNetModel(_ADMBase):
         super().__init__()
         num_heads_upsample = num_heads if num_heads_upsample == -1 else num_heads_upsample
         attention_ds = tuple(attention_resolutions)
-        self.image_size = image_size
-        self.in_channels = in_channels
-        self.model_channels = model_channels
-        self.out_channels = out_channels
         self.num_classes = num_classes
-        self.compute_dtype = resolve_compute_dtype(use_fp16, dtype)
+        self._setup(image_size, in_channels, model_channels, out_channels, use_fp16, dtype)
         blocks = _BlockFactory(
             4 * model_channels,
             dropout,
@@ -233,7 +246,6 @@ class UNetModel(_ADMBase):
             num_head_channels,
             use_new_attention_order,
         )
-        self.time_embed = _time_embed_mlp(model_channels)
         if num_classes is not None:
             self.label_emb = nn.Embedding(num_classes, 4 * model_channels)
         skip_widths = self._build_trunk(
@@ -349,12 +361,8 @@ class EncoderUNetModel(_ADMBase):
         super().__init__()
         if pool is not None and pool not in POOLS:
             raise ValueError(f"unknown pool {pool!r}; expected one of {POOLS} or None")
-        self.image_size = image_size
-        self.in_channels = in_channels
-        self.model_channels = model_channels
-        self.out_channels = out_channels
         self.pool = pool
-        self.compute_dtype = resolve_compute_dtype(use_fp16, dtype)
+        self._setup(image_size, in_channels, model_channels, out_channels, use_fp16, dtype)
         blocks = _BlockFactory(
             4 * model_channels,
             dropout,
@@ -364,7 +372,6 @@ class EncoderUNetModel(_ADMBase):
             num_head_channels,
             use_new_attention_order,
         )
-        self.time_embed = _time_embed_mlp(model_channels)
         widths = self._build_trunk(
             in_channels,
             model_channels,
