@@ -1,4 +1,7 @@
-"""SIGKILL during sampling, relaunch: exactly N unique samples, equal to an uninterrupted run."""
+"""SIGKILL during sampling, relaunch: exactly N unique samples, equal to an uninterrupted run.
+
+100 batches keep the run long enough that the kill lands mid-way on a fast machine.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +17,8 @@ from pipeline_helpers import REPO
 from untrained import untrained_work_folder
 
 ARGS = (
-    "num_samples=400",
-    "batch_size=20",
+    "num_samples=1000",
+    "batch_size=10",
     "sampler.steps=40",
     "progress=false",
     "trainer.enable_progress_bar=false",
@@ -35,15 +38,15 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     )
     deadline = time.time() + 300
     while len(list((killed / "shards").glob("shard_*.npz"))) < 3 and time.time() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     done_before = len(list((killed / "shards").glob("shard_*.npz")))
-    assert 3 <= done_before < 20 and not (killed / "samples.npz").exists()
+    assert 3 <= done_before < 100 and not (killed / "samples.npz").exists()
     subprocess.run(command(root, killed), cwd=REPO, check=True, capture_output=True)
     merged = np.load(killed / "samples.npz")["arr_0"]
     indices = np.concatenate(
         [np.load(p)["indices"] for p in (killed / "shards").glob("shard_*.npz")]
     )
-    assert merged.shape == (400, 2) and np.array_equal(np.sort(indices), np.arange(400))
+    assert merged.shape == (1000, 2) and np.array_equal(np.sort(indices), np.arange(1000))
     np.testing.assert_allclose(merged, np.load(reference / "samples.npz")["arr_0"], atol=1e-6)
