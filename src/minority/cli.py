@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -11,7 +10,6 @@ from typing import Any, TypeVar
 from minority.errors import UserError
 
 T = TypeVar("T")
-log = logging.getLogger("minority")
 
 
 def user_errors_exit(fn: Callable[..., T]) -> Callable[..., T]:

@@ -90,12 +90,6 @@ class GaussianDiffusion:
         table = torch.as_tensor(self.timestep_map, dtype=torch.int64, device=k.device)
         return table[k]
 
-    def index_of_timestep(self, t: int) -> int:
-        """The respaced index whose original timestep is ``t`` (must be on the grid)."""
-        if t not in self.timestep_map:
-            raise UserError(f"Timestep {t} is not on this respaced grid.")
-        return self.timestep_map.index(t)
-
     @staticmethod
     def gather(array: np.ndarray, k: Tensor, like: Tensor) -> Tensor:
         """``array[k]`` cast to ``like``'s dtype and shaped to broadcast over it: (B, 1, …)."""

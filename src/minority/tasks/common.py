@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -77,11 +76,6 @@ def tensor_loader(*tensors: Tensor, batch_size: int, shuffle: bool) -> DataLoade
     order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
     sampler = BatchSampler(order, min(batch_size, len(dataset)), drop_last=shuffle)
     return DataLoader(dataset, sampler=sampler, batch_size=None)
-
-
-def write_json(path: Path, content: dict[str, Any]) -> Path:
-    path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
-    return path
 
 
 def is_wandb(logger: Any) -> bool:
