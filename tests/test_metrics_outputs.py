@@ -10,9 +10,9 @@ import torch
 
 from minority.errors import UserError
 from minority.metrics.outputs import (
-    append_markdown_row,
     plot_score_distributions,
     render_markdown_table,
+    upsert_markdown_row,
     write_metrics_json,
 )
 from minority.metrics.validation import check_same_sample_size, load_samples_npz
@@ -38,15 +38,16 @@ def test_metrics_json_is_plain_json(tmp_path):
     }
 
 
-def test_markdown_table_header_once_then_rows(tmp_path):
+def test_markdown_table_is_upserted_by_run_with_the_union_of_columns(tmp_path):
     path = tmp_path / "results.md"
-    append_markdown_row(path, {"run": "ancestral", "fid": 12.3456789, "lof": 1.1})
-    append_markdown_row(path, {"run": "minority", "lof": 1.4, "fid": 15.0, "extra": 1})
+    upsert_markdown_row(path, {"run": "ancestral", "fid": 12.3456789, "lof": 1.1})
+    upsert_markdown_row(path, {"run": "a|b", "lof": 1.4, "fid": 15.0, "extra": 1})
+    upsert_markdown_row(path, {"run": "ancestral", "fid": 2.0, "lof": 1.0})
     assert path.read_text().splitlines() == [
-        "| run | fid | lof |",
-        "|---|---|---|",
-        "| ancestral | 12.35 | 1.1 |",
-        "| minority | 15 | 1.4 |",
+        "| run | fid | lof | extra |",
+        "|---|---|---|---|",
+        "| a\\|b | 15 | 1.4 | 1 |",
+        "| ancestral | 2 | 1 |  |",
     ]
 
 

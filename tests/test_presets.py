@@ -187,11 +187,10 @@ def test_upsample_imagenet256_reads_the_64_run(tmp_path: Path) -> None:
 
 def test_the_upsample_preset_reads_the_sg_imagenet64_run_by_default(tmp_path: Path) -> None:
     cfg = preset_config(tmp_path, "upsample_imagenet256")
-    expected = tmp_path / "imagenet64" / "samples" / "self_ddpm_standard" / "samples.npz"
+    low_res_run = make_config("sample", tmp_path, "experiment=sg_imagenet64").run_name
+    expected = tmp_path / "imagenet64" / "samples" / low_res_run / "samples.npz"
     assert Path(cfg.upsample.low_res_npz) == expected
-    assert (
-        Path(cfg.stage_dir) == tmp_path / "imagenet256" / "samples" / "self_ddpm_standard_upsampled"
-    )
+    assert Path(cfg.stage_dir) == tmp_path / "imagenet256" / "samples" / f"{low_res_run}_upsampled"
 
 
 def test_a_checkpoint_of_another_preset_names_the_flag(tmp_path: Path) -> None:

@@ -63,7 +63,8 @@ def columns_of(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Settings, then the paper's metric columns present, then the other metrics."""
     present = dict.fromkeys(k for row in rows for k in row)
     metrics = [c for c in PAPER_COLUMNS if c in present]
-    others = [k for k in present if k not in (*SETTINGS, *metrics, "run", "num_samples")]
+    skipped = (*SETTINGS, *metrics, "run", "num_samples", "provenance")
+    others = [k for k in present if k not in skipped]
     return ["run", *SETTINGS, *metrics, *others]
 
 

@@ -1,8 +1,9 @@
 """Sampling as a Lightning predict loop: each rank draws its own batches of global indices.
 
 Batches are fixed ranges [start, end) of the global sample indices 0..N−1, so with per-sample
-seeds a sample's value depends only on (seed, index). Rank r of W takes batches r, r+W, …; a
-batch whose shard is already on disk is skipped, which makes a relaunched run resume.
+seeds a sample's value depends only on (seed, index). Rank r of W takes batches r, r+W, …; the
+indices whose shard is already on disk are skipped, which makes a relaunched run resume (the
+task reuses shards only for the same configuration, :mod:`minority.tasks.provenance`).
 """
 
 from __future__ import annotations
@@ -141,6 +142,12 @@ class ShardWriter(BasePredictionWriter):
 
 
 def pending_ranges(folder: Path, num_samples: int, batch_size: int) -> list[tuple[int, int]]:
-    """Batches whose shard is not on disk yet."""
-    done = completed_ranges(folder)
-    return [r for r in batch_ranges(num_samples, batch_size) if r not in done]
+    """Batches of at most ``batch_size`` covering the indices that no shard on disk holds yet
+    (shards of an earlier launch with another batch size are kept: samples do not depend on it).
+    """
+    pending, start = [], 0
+    for begin, end in [*sorted(completed_ranges(folder)), (num_samples, num_samples)]:
+        if begin > start:
+            pending += [(start + a, start + b) for a, b in batch_ranges(begin - start, batch_size)]
+        start = max(start, end)
+    return pending

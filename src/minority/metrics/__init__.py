@@ -21,9 +21,9 @@ from minority.metrics.ground_truth import (
 from minority.metrics.knn import Neighbors, knn, smallest_covering_radius
 from minority.metrics.manifold import Rarity, precision_recall, rarity_score
 from minority.metrics.outputs import (
-    append_markdown_row,
     plot_score_distributions,
     render_markdown_table,
+    upsert_markdown_row,
     write_metrics_json,
 )
 from minority.metrics.reference import most_unique_indices
@@ -36,7 +36,7 @@ __all__ = [
     "MetricResult",
     "Neighbors",
     "Rarity",
-    "append_markdown_row",
+    "upsert_markdown_row",
     "avg_knn",
     "cached_features",
     "check_same_sample_size",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -70,24 +71,40 @@ def render_markdown_table(
     return "\n".join(lines) + "\n"
 
 
-def append_markdown_row(
-    path: str | os.PathLike,
-    values: Mapping[str, object],
-    columns: Sequence[str] | None = None,
-) -> Path:
-    """Append a row to the markdown table at ``path``, writing its header first if it is new.
+def _cells(line: str) -> list[str]:
+    """The cells of a markdown table row as written (escaped ``\\|`` kept inside a cell)."""
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
 
-    Columns default to the keys of ``values``; an existing table keeps its own header's columns.
+
+def read_markdown_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Columns and rows (column -> cell text as written) of a markdown table file."""
+    lines = [line for line in path.read_text().splitlines() if line.strip().startswith("|")]
+    if len(lines) < 2:
+        return [], []
+    columns = _cells(lines[0])
+    rows = [dict(zip(columns, _cells(line), strict=False)) for line in lines[2:]]
+    return columns, rows
+
+
+def upsert_markdown_row(
+    path: str | os.PathLike, values: Mapping[str, object], key: str = "run"
+) -> Path:
+    """Put ``values`` into the markdown table at ``path`` as the row of ``values[key]``.
+
+    A row with the same ``key`` is replaced (no duplicates), new columns are added (the table is
+    rewritten with the union of columns, existing first), and the file is replaced atomically.
     """
     path = Path(path)
-    if path.is_file() and path.stat().st_size:
-        header = path.read_text().splitlines()[0]
-        columns = [c.strip() for c in header.strip().strip("|").split("|")]
-        with path.open("a") as file:
-            file.write(markdown_row(values, columns) + "\n")
-        return path
+    columns, rows = read_markdown_table(path) if path.is_file() else ([], [])
+    row = {column: format_cell(value) for column, value in values.items()}
+    rows = [r for r in rows if r.get(key) != row[key]] + [row]
+    columns = list(dict.fromkeys([*columns, *values]))
+    lines = [markdown_header(columns)]
+    lines += ["| " + " | ".join(r.get(c, "") for c in columns) + " |" for r in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_markdown_table([values], columns))
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("\n".join(lines) + "\n")
+    partial.replace(path)
     return path
 
 

@@ -91,12 +91,35 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"Checkpoint {path} is not a readable PyTorch file ({error}).") from None
 
 
-def load_denoiser(model_cfg: Mapping[str, Any], path: str | Path) -> Denoiser:
+TRAINED_DIFFUSION_KEYS = ("noise_schedule", "diffusion_steps")
+
+
+def check_trained_diffusion(
+    path: str | Path, saved: Mapping[str, Any], diffusion_cfg: Mapping[str, Any]
+) -> None:
+    """Stop when a project checkpoint was trained on another noise schedule or number of
+    diffusion steps than the configured ``diffusion`` node."""
+    for key in TRAINED_DIFFUSION_KEYS:
+        if key in saved and str(saved[key]) != str(diffusion_cfg.get(key)):
+            raise UserError(
+                f"Checkpoint {path} was trained with diffusion.{key}={saved[key]}, but "
+                f"diffusion.{key}={diffusion_cfg.get(key)} is configured; pick the matching "
+                "diffusion config."
+            )
+
+
+def load_denoiser(
+    model_cfg: Mapping[str, Any],
+    path: str | Path,
+    diffusion_cfg: Mapping[str, Any] | None = None,
+) -> Denoiser:
     """Build the ``model`` node's denoiser and load ``path`` into it.
 
-    ``path`` is a project checkpoint (a dict with ``state_dict`` and ``model``) or a public
-    guided-diffusion state dict. A project checkpoint trained with another architecture, or a
-    state dict that does not fit, raises :class:`UserError` naming the difference.
+    ``path`` is a project checkpoint (a dict with ``state_dict``, ``model`` and ``diffusion``)
+    or a public guided-diffusion state dict. A project checkpoint trained with another
+    architecture, or (when ``diffusion_cfg`` is given) another noise schedule or number of
+    diffusion steps, or a state dict that does not fit, raises :class:`UserError` naming the
+    difference.
     """
     content = load_checkpoint(path)
     denoiser = build_denoiser(model_cfg)
@@ -107,6 +130,8 @@ def load_denoiser(model_cfg: Mapping[str, Any], path: str | Path) -> Denoiser:
                 f"Checkpoint {path} was trained with model {saved}, which differs from the "
                 f"configured model {dict(model_cfg)}; pick the matching model config."
             )
+        if diffusion_cfg is not None:
+            check_trained_diffusion(path, content.get("diffusion") or {}, diffusion_cfg)
         content = content["state_dict"]
     if model_cfg.get("arch", "").startswith("adm"):
         from minority.models.adm import load_adm_checkpoint

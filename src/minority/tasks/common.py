@@ -8,6 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 from torch.utils.data import (
     BatchSampler,
@@ -27,16 +28,25 @@ def plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+def is_rank_zero() -> bool:
+    """Whether this process is rank 0 (or the only process); only rank 0 writes stage files."""
+    return rank_zero_only.rank == 0
+
+
 def run_dir(cfg: DictConfig) -> Path:
-    """The stage's run folder (created), where its config and results go."""
+    """The stage's run folder (created), where its config (written by rank 0) and results go."""
     folder = Path(cfg.run_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, folder / "config.yaml", resolve=True)
+    if is_rank_zero():
+        OmegaConf.save(cfg, folder / "config.yaml", resolve=True)
     return folder
 
 
-def make_logger(cfg: DictConfig, folder: Path, name: str) -> Any:
-    """CSV logger by default; ``logger=wandb`` logs the composed config to W&B (offline-ready)."""
+def make_logger(cfg: DictConfig, folder: Path, name: str, resume_step: int | None = None) -> Any:
+    """CSV logger by default; ``logger=wandb`` logs the composed config to W&B (offline-ready).
+
+    A run resumed at ``resume_step`` keeps its CSV history before that step and appends to it.
+    """
     if cfg.logger.name == "wandb":
         from pytorch_lightning.loggers import WandbLogger
 
@@ -50,18 +60,21 @@ def make_logger(cfg: DictConfig, folder: Path, name: str) -> Any:
         )
         logger.log_hyperparams(plain(cfg))
         return logger
-    from pytorch_lightning.loggers import CSVLogger
+    from minority.tasks.csv_log import ResumedCSVLogger
 
-    return CSVLogger(save_dir=str(folder), name="logs", version="")
+    return ResumedCSVLogger(save_dir=str(folder), name="logs", version="", resume_step=resume_step)
 
 
-def make_trainer(cfg: DictConfig, folder: Path, name: str, **overrides: Any) -> pl.Trainer:
-    """A Trainer from the ``trainer`` node, logging into ``folder``."""
+def make_trainer(
+    cfg: DictConfig, folder: Path, name: str, resume_step: int | None = None, **overrides: Any
+) -> pl.Trainer:
+    """A Trainer from the ``trainer`` node, logging into ``folder`` (appending to the logs of
+    a run resumed at ``resume_step``)."""
     kwargs = {**plain(cfg.trainer), **overrides}
     require(int(kwargs.get("max_steps", 1)) > 0, "trainer.max_steps must be positive.")
     return pl.Trainer(
         default_root_dir=str(folder),
-        logger=make_logger(cfg, folder, name),
+        logger=make_logger(cfg, folder, name, resume_step),
         enable_model_summary=False,
         **kwargs,
     )

@@ -1,14 +1,15 @@
 """evaluate.py: the metric suite on a run folder or any guided-diffusion ``.npz``.
 
-Writes ``metrics.json`` and a distribution plot next to the samples, and appends one row to
-the dataset's markdown table (``paths.work_dir/metrics.md``).
+Writes ``metrics.json`` and a distribution plot next to the samples, and puts the run's row
+into the dataset's markdown table (``paths.work_dir/metrics.md``; a run folder's own table, as
+named in its ``config.yaml``). Both carry the evaluation's fingerprint and that of the samples.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -18,29 +19,64 @@ from minority.errors import UserError
 from minority.metrics.features import get_feature_extractor
 from minority.metrics.ground_truth import digits_class_shares, toy2d_ground_truth
 from minority.metrics.outputs import (
-    append_markdown_row,
     plot_score_distributions,
+    upsert_markdown_row,
     write_metrics_json,
 )
 from minority.metrics.reference import most_unique_indices
 from minority.metrics.suite import compute_metrics
 from minority.metrics.validation import check_same_sample_size, load_samples_npz
 from minority.outputs import to_storage
+from minority.provenance import file_fingerprint, read_json, record
 from minority.tasks.common import log, plain
+from minority.tasks.provenance import PROVENANCE_FILE
 
 
-def locate_samples(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
-    """The archive to evaluate and the dataset node it was drawn for."""
+class Located(NamedTuple):
+    """What evaluation reads: the archive, its dataset node, its table and its provenance."""
+
+    path: Path
+    dataset: dict[str, Any]
+    table: Path
+    samples: dict[str, Any]
+
+
+def locate_samples(cfg: DictConfig) -> Located:
+    """The archive to evaluate, the dataset it was drawn for, the table its row goes to and the
+    samples' provenance (a run folder's ``provenance.json``, else the archive's content hash).
+    A run folder is evaluated against its own dataset and written to its own table."""
     if cfg.get("run_dir"):
         folder = Path(cfg.run_dir)
         if not (folder / "samples.npz").is_file():
             raise UserError(f"{folder} holds no samples.npz; is it a finished sample.py run?")
         run_cfg = folder / "config.yaml"
-        dataset = OmegaConf.load(run_cfg).dataset if run_cfg.is_file() else cfg.dataset
-        return folder / "samples.npz", plain(dataset)
+        run = OmegaConf.load(run_cfg) if run_cfg.is_file() else cfg
+        samples = read_json(folder / PROVENANCE_FILE) or record(
+            {}, {"samples.npz": file_fingerprint(folder / "samples.npz")}
+        )
+        return Located(
+            folder / "samples.npz", plain(run.dataset), Path(run.get("table", cfg.table)), samples
+        )
     if cfg.get("npz"):
-        return Path(cfg.npz), plain(cfg.dataset)
+        path = Path(cfg.npz)
+        samples = record({}, {"samples.npz": file_fingerprint(path)})
+        return Located(path, plain(cfg.dataset), Path(cfg.table), samples)
     raise UserError("Give run_dir=<sample run folder> or npz=<file.npz> to evaluate.")
+
+
+def evaluation_provenance(cfg: DictConfig, located: Located) -> dict:
+    """The evaluation's settings (metrics, dataset) and the samples' fingerprint."""
+    settings = {"metrics": plain(cfg.metrics), "dataset": located.dataset}
+    return record(settings, {"samples": located.samples["fingerprint"]})
+
+
+def run_label(archive: Path, table: Path) -> str:
+    """A run's name in its table: its folder relative to the table's folder (unique per run)."""
+    folder = archive.parent.resolve()
+    try:
+        return str(folder.relative_to(table.parent.resolve()))
+    except ValueError:
+        return str(folder)
 
 
 def feature_metrics(samples: np.ndarray, real: RealData, mcfg: DictConfig) -> tuple[dict, dict]:
@@ -88,7 +124,8 @@ def ground_truth(samples: np.ndarray, real: RealData, dataset: dict[str, Any]) -
 
 def evaluate_task(cfg: DictConfig) -> dict[str, Any]:
     """Compute, write and return the metrics of one sample archive."""
-    path, dataset = locate_samples(cfg)
+    located = locate_samples(cfg)
+    path, dataset = located.path, located.dataset
     samples, _ = load_samples_npz(path)
     real = build_dataset(dataset)
     check_same_sample_size(samples, to_storage(real.x))
@@ -96,8 +133,20 @@ def evaluate_task(cfg: DictConfig) -> dict[str, Any]:
     if cfg.metrics.ground_truth:
         values.update(ground_truth(samples, real, dataset))
     run = path.parent.name
+    provenance = evaluation_provenance(cfg, located)
+    stamps = {
+        "fingerprint": provenance["fingerprint"],
+        "samples_fingerprint": located.samples["fingerprint"],
+    }
     out = write_metrics_json(
-        path.parent / "metrics.json", {"run": run, "num_samples": len(samples), **values}
+        path.parent / "metrics.json",
+        {
+            "run": run,
+            "num_samples": len(samples),
+            **values,
+            **stamps,
+            "provenance": {**provenance, "samples": located.samples},
+        },
     )
     if per_sample:
         plot_score_distributions(
@@ -105,6 +154,6 @@ def evaluate_task(cfg: DictConfig) -> dict[str, Any]:
             {k.upper(): v for k, v in per_sample.items()},
             title=run,
         )
-    append_markdown_row(cfg.table, {"run": run, **values})
-    log.info("metrics: %s; table: %s", out, cfg.table)
+    upsert_markdown_row(located.table, {"run": run_label(path, located.table), **values, **stamps})
+    log.info("metrics: %s; table: %s", out, located.table)
     return values

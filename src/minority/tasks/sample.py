@@ -19,6 +19,7 @@ from minority.outputs import merge_shards, save_picture
 from minority.sampling.init import Initialisation
 from minority.tasks.common import close_logger, log, log_results, make_trainer, plain, run_dir
 from minority.tasks.evaluate import evaluate_task
+from minority.tasks.provenance import prepare_run_folder, run_folder_lock, sampling_provenance
 
 
 def check_sampling_config(cfg: DictConfig) -> None:
@@ -76,7 +77,7 @@ def build_sampling_module(cfg: DictConfig, ranges: list[tuple[int, int]]) -> Sam
     """Model, diffusion, guide and init policy from the config, for the given batches."""
     model_cfg = plain(cfg.model)
     low_res, labels = low_res_conditions(cfg, model_cfg)
-    denoiser = load_denoiser(model_cfg, cfg.checkpoint)
+    denoiser = load_denoiser(model_cfg, cfg.checkpoint, plain(cfg.diffusion))
     diffusion = build_diffusion_for(model_cfg, plain(cfg.diffusion), cfg.sampler.steps)
     shape = sample_shape(model_cfg, plain(cfg.dataset))
     context = {
@@ -107,16 +108,37 @@ def build_sampling_module(cfg: DictConfig, ranges: list[tuple[int, int]]) -> Sam
     )
 
 
+# The results a sample run leaves (cleared by overwrite=true); a run writes the first ones anew,
+# and the evaluation's when it evaluates.
+MERGED = ("samples.npz", "grid.png", "scatter.png")
+EVALUATION = ("metrics.json", "distributions.png")
+SAMPLE_RESULTS = ("shards", *MERGED, *EVALUATION)
+
+
 def sample_task(cfg: DictConfig) -> Path:
-    """Draw ``num_samples`` into ``run_dir``; finished shards are kept and skipped on relaunch.
+    """Draw ``num_samples`` into ``run_dir``; finished shards of the same configuration are kept
+    and skipped on relaunch, those of another configuration stop the run (module
+    :mod:`minority.tasks.provenance`).
 
     Returns:
         The merged ``samples.npz``.
     """
     check_sampling_config(cfg)
-    folder = run_dir(cfg)
+    folder = Path(cfg.run_dir)
+    provenance = sampling_provenance(cfg)
+    with run_folder_lock(folder):
+        replaced = MERGED + EVALUATION if cfg.evaluate else MERGED
+        prepare_run_folder(folder, provenance, bool(cfg.overwrite), SAMPLE_RESULTS, replaced)
+        run_dir(cfg)
+        return draw_samples(cfg, folder)
+
+
+def draw_samples(cfg: DictConfig, folder: Path) -> Path:
+    """Draw the missing shards, merge them, save the picture and evaluate if asked."""
     shards = folder / "shards"
     ranges = pending_ranges(shards, int(cfg.num_samples), int(cfg.batch_size))
+    if not ranges:
+        log.info("all %d samples of this configuration are already drawn", int(cfg.num_samples))
     module = build_sampling_module(cfg, ranges)
     trainer = None
     if ranges:

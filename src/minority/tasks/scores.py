@@ -20,6 +20,7 @@ from minority.outputs import torch_save_atomic
 from minority.scores.labels import minority_labels, stratified_split
 from minority.scores.minority_score import scores_by_index
 from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir
+from minority.tasks.provenance import scores_provenance, up_to_date
 
 
 class ScoreCollector(pl.Callback):
@@ -53,12 +54,17 @@ def _unique_first(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def compute_scores(cfg: DictConfig) -> Path:
-    """Score every real sample and write ``paths.scores`` (scores, labels, thresholds, split)."""
+    """Score every real sample and write ``paths.scores`` (scores, labels, thresholds, split);
+    scores already computed with these settings and this denoiser are left as they are."""
+    out = Path(cfg.paths.scores)
+    provenance = scores_provenance(cfg)
+    if up_to_date(out, provenance, "minority scores"):
+        return out
     folder = run_dir(cfg)
     data = build_dataset(plain(cfg.dataset))
     s = cfg.scores
     module = MinorityScoreModule(
-        load_denoiser(plain(cfg.model), cfg.paths.diffusion_ckpt),
+        load_denoiser(plain(cfg.model), cfg.paths.diffusion_ckpt, plain(cfg.diffusion)),
         cfg.diffusion.noise_schedule,
         int(cfg.diffusion.diffusion_steps),
         int(s.perturb_t),
@@ -75,7 +81,6 @@ def compute_scores(cfg: DictConfig) -> Path:
     scores = gather_scores(trainer, collector.pairs, len(data))
     labels, thresholds = minority_labels(scores, int(s.num_classes))
     train_idx, val_idx = stratified_split(labels, float(s.val_fraction), int(cfg.seed))
-    out = Path(cfg.paths.scores)
     if trainer.global_rank == 0:
         content = {
             "scores": scores,
@@ -85,8 +90,10 @@ def compute_scores(cfg: DictConfig) -> Path:
             "val_idx": val_idx,
             "settings": plain(s),
             "dataset": cfg.dataset.name,
+            "provenance": provenance,
         }
         torch_save_atomic(content, out)
         log.info("minority scores of %d samples saved to %s", len(scores), out)
+    trainer.strategy.barrier()
     close_logger(trainer)
     return out

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from minority.data import build_dataset
@@ -14,12 +15,22 @@ from minority.errors import UserError, require
 from minority.lit.classifier import MinorityClassifierModule
 from minority.outputs import torch_save_atomic
 from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir, tensor_loader
+from minority.tasks.provenance import (
+    RecordProvenance,
+    classifier_provenance,
+    resume_checkpoint,
+    up_to_date,
+)
+
+
+def check_scores_exist(cfg: DictConfig) -> None:
+    path = Path(cfg.paths.scores)
+    if not path.is_file():
+        raise UserError(f"Minority scores {path} do not exist; run `train.py task=scores` first.")
 
 
 def load_scores(cfg: DictConfig, num_items: int) -> dict:
     path = Path(cfg.paths.scores)
-    if not path.is_file():
-        raise UserError(f"Minority scores {path} do not exist; run `train.py task=scores` first.")
     content = torch.load(path, weights_only=True)
     require(
         len(content["labels"]) == num_items,
@@ -29,12 +40,21 @@ def load_scores(cfg: DictConfig, num_items: int) -> dict:
 
 
 def train_classifier(cfg: DictConfig) -> Path:
-    """Fit p(l | x_t, t) and write ``paths.classifier_ckpt`` (hyper-parameters + weights)."""
-    folder = run_dir(cfg)
+    """Fit p(l | x_t, t) and write ``paths.classifier_ckpt`` (hyper-parameters + weights),
+    resuming from ``last.ckpt`` (or ``ckpt_path``) when it was saved with the same settings; a
+    classifier already trained with these settings is left as it is."""
+    check_scores_exist(cfg)
+    c = cfg.classifier
+    out = Path(cfg.paths.classifier_ckpt)
+    provenance = classifier_provenance(cfg, int(c.max_steps))
+    if up_to_date(out, provenance, "minority classifier"):
+        return out
+    folder = Path(cfg.run_dir)
+    resume = resume_checkpoint(cfg, folder, provenance)
+    run_dir(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     data = build_dataset(plain(cfg.dataset))
     scores = load_scores(cfg, len(data))
-    c = cfg.classifier
     num_classes = int(scores["thresholds"].numel())
     module = MinorityClassifierModule(
         num_classes,
@@ -60,16 +80,33 @@ def train_classifier(cfg: DictConfig) -> Path:
         cfg,
         folder,
         "classifier",
+        resume_step=resume.step if resume else None,
         max_steps=int(c.max_steps),
         max_epochs=-1,
         val_check_interval=None,
         check_val_every_n_epoch=None,
+        callbacks=[
+            ModelCheckpoint(
+                dirpath=folder / "checkpoints", save_last=True, every_n_train_steps=500
+            ),
+            RecordProvenance(provenance),
+        ],
     )
-    trainer.fit(module, loader(scores["train_idx"], True), loader(scores["val_idx"], False))
-    out = Path(cfg.paths.classifier_ckpt)
+    trainer.fit(
+        module,
+        loader(scores["train_idx"], True),
+        loader(scores["val_idx"], False),
+        ckpt_path=resume.path if resume else None,
+    )
+    trainer.save_checkpoint(folder / "checkpoints" / "last.ckpt")
     if trainer.global_rank == 0:
-        content = {"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}
+        content = {
+            "hyper_parameters": dict(module.hparams),
+            "state_dict": module.state_dict(),
+            "provenance": provenance,
+        }
         torch_save_atomic(content, out)
-        log.info("minority classifier saved to %s", out)
+        log.info("minority classifier saved to %s (fingerprint %s)", out, provenance["fingerprint"])
+    trainer.strategy.barrier()
     close_logger(trainer)
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint, WeightAveraging
 from torch import Tensor
@@ -13,6 +14,12 @@ from minority.data import build_dataset
 from minority.lit.diffusion import DiffusionModule
 from minority.models.build import save_checkpoint
 from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir, tensor_loader
+from minority.tasks.provenance import (
+    RecordProvenance,
+    denoiser_provenance,
+    resume_checkpoint,
+    up_to_date,
+)
 
 
 def ema_with_warmup(decay: float):
@@ -26,13 +33,28 @@ def ema_with_warmup(decay: float):
     return update
 
 
+def ema_weights(last_ckpt: Path) -> dict[str, Tensor]:
+    """The denoiser's EMA weights from a Lightning checkpoint saved with :class:`WeightAveraging`
+    (which stores the averaged model as ``state_dict``)."""
+    state = torch.load(last_ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    prefix = "denoiser.net."
+    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+
+
 def train_diffusion(cfg: DictConfig) -> Path:
-    """Train, resuming from ``last.ckpt`` in the run folder if a previous run was cut short.
+    """Train, resuming from ``last.ckpt`` (or ``ckpt_path``) when it was saved with the same
+    settings; a denoiser already trained with these settings is left as it is.
 
     Returns:
         The denoiser checkpoint (``paths.diffusion_ckpt``).
     """
-    folder = run_dir(cfg)
+    out = Path(cfg.paths.diffusion_ckpt)
+    provenance = denoiser_provenance(cfg)
+    if up_to_date(out, provenance, "denoiser"):
+        return out
+    folder = Path(cfg.run_dir)
+    resume = resume_checkpoint(cfg, folder, provenance)
+    run_dir(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     data = build_dataset(plain(cfg.dataset))
     loader = tensor_loader(data.x, batch_size=int(cfg.train.batch_size), shuffle=True)
@@ -46,21 +68,28 @@ def train_diffusion(cfg: DictConfig) -> Path:
         cfg,
         folder,
         "diffusion",
+        resume_step=resume.step if resume else None,
         max_epochs=-1,
         callbacks=[
             WeightAveraging(avg_fn=ema_with_warmup(float(cfg.train.ema_decay))),
             checkpoints,
+            RecordProvenance(provenance),
         ],
     )
+    trainer.fit(module, loader, ckpt_path=resume.path if resume else None)
     last = folder / "checkpoints" / "last.ckpt"
-    trainer.fit(module, loader, ckpt_path=str(last) if last.is_file() else None)
-    meta = {
-        "model": plain(cfg.model),
-        "diffusion": plain(cfg.diffusion),
-        "dataset": cfg.dataset.name,
-        "sample_shape": list(data.sample_shape),
-    }
-    path = save_checkpoint(cfg.paths.diffusion_ckpt, module.denoiser, meta)
-    log.info("denoiser saved to %s", path)
+    trainer.save_checkpoint(last)
+    if trainer.global_rank == 0:
+        module.denoiser.net.load_state_dict(ema_weights(last))
+        meta = {
+            "model": plain(cfg.model),
+            "diffusion": plain(cfg.diffusion),
+            "dataset": cfg.dataset.name,
+            "sample_shape": list(data.sample_shape),
+            "provenance": provenance,
+        }
+        save_checkpoint(out, module.denoiser, meta)
+        log.info("denoiser saved to %s (fingerprint %s)", out, provenance["fingerprint"])
+    trainer.strategy.barrier()
     close_logger(trainer)
-    return path
+    return out
