@@ -1,7 +1,8 @@
-"""Fingerprints: stable, sensitive to every setting, blind to key order; the run-folder lock."""
+"""Fingerprints, the run-folder lock, load-time checks, resumed logs and resumed sample batches."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -9,9 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from minority.errors import UserError
+from minority.lit.sampling import pending_ranges
+from minority.models.build import build_denoiser, load_denoiser, save_checkpoint
+from minority.outputs import write_shard
 from minority.provenance import (
     describe_differences,
     differing_keys,
@@ -19,6 +24,7 @@ from minority.provenance import (
     fingerprint,
     record,
 )
+from minority.tasks.csv_log import ResumedExperimentWriter
 from minority.tasks.provenance import LOCK_FILE, run_folder_lock
 
 
@@ -64,3 +70,42 @@ def test_a_held_lock_refuses_a_second_run_and_a_stale_one_is_taken_over(tmp_path
     (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": finished.pid, "host": holder["host"]}))
     with run_folder_lock(tmp_path):
         assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+
+
+def test_a_denoiser_trained_on_another_schedule_is_refused_at_load(tmp_path: Path) -> None:
+    model = {"arch": "mlp", "dim": 2, "hidden": 16, "depth": 1}
+    trained = {"noise_schedule": "cosine", "diffusion_steps": 1000}
+    path = save_checkpoint(
+        tmp_path / "d.pt", build_denoiser(model), {"model": model, "diffusion": trained}
+    )
+    load_denoiser(model, path, trained)
+    with pytest.raises(UserError, match="diffusion.noise_schedule=cosine"):
+        load_denoiser(model, path, {**trained, "noise_schedule": "linear"})
+    with pytest.raises(UserError, match="diffusion.diffusion_steps=1000"):
+        load_denoiser(model, path, {**trained, "diffusion_steps": 500})
+
+
+def test_a_resumed_csv_log_keeps_the_rows_before_the_resumed_step(tmp_path: Path) -> None:
+    log = tmp_path / "metrics.csv"
+    log.write_text("epoch,step,train/loss\n0,9,1.0\n0,19,0.9\n0,29,0.8\n")
+    writer = ResumedExperimentWriter(str(tmp_path), resume_step=20)
+    writer.log_metrics({"train/loss": 0.5, "lr": 0.1, "epoch": 0}, step=29)
+    writer.save()
+    with log.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["step"], r["train/loss"], r["lr"]) for r in rows] == [
+        ("9", "1.0", ""),
+        ("19", "0.9", ""),
+        ("29", "0.5", "0.1"),
+    ]
+    ResumedExperimentWriter(str(tmp_path), resume_step=None)
+    assert not log.exists()
+
+
+def test_pending_batches_fill_the_gaps_left_by_shards_of_another_batch_size(
+    tmp_path: Path,
+) -> None:
+    for start, end in ((0, 10), (20, 30)):
+        write_shard(tmp_path, start, end, np.zeros((end - start, 2)), np.zeros(end - start))
+    assert pending_ranges(tmp_path, 45, 6) == [(10, 16), (16, 20), (30, 36), (36, 42), (42, 45)]
+    assert pending_ranges(tmp_path / "absent", 14, 6) == [(0, 6), (6, 12), (12, 14)]

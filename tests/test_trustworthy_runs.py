@@ -1,5 +1,8 @@
 """Misuse replayed through the CLI: a run either gives what its config asks for or stops.
 
+Each case costs a few CLI launches, so most are marked slow (``-m slow``); one of each kind
+runs by default.
+
 Every case either produces the result the new config asks for (checked against a fresh run with
 the same seed) or exits 2 with one sentence, and never leaves a file contradicting its
 ``config.yaml`` (its provenance recomputed from that config matches the recorded one).
@@ -34,6 +37,7 @@ from minority.tasks.provenance import (
     sampling_provenance,
 )
 
+SLOW = pytest.mark.slow
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 QUIET = ("progress=false", "trainer.enable_progress_bar=false")
 SAMPLE = ("num_samples=20", "batch_size=10", "sampler.steps=5", "guidance=minority", *QUIET)
@@ -109,11 +113,11 @@ def sampled(tmp_path_factory) -> tuple[Path, Path, Path]:
     ("change", "key"),
     [
         ("guidance.scale=8", "guidance.scale"),
-        ("seed=1", "seed"),
-        ("sampler.steps=6", "sampler.steps"),
-        ("guidance.target_class=3", "guidance.target_class"),
-        ("num_samples=40", "num_samples"),
-        ("checkpoint=OTHER", "upstream.denoiser"),
+        pytest.param("seed=1", "seed", marks=SLOW),
+        pytest.param("sampler.steps=6", "sampler.steps", marks=SLOW),
+        pytest.param("guidance.target_class=3", "guidance.target_class", marks=SLOW),
+        pytest.param("num_samples=40", "num_samples", marks=SLOW),
+        pytest.param("checkpoint=OTHER", "upstream.denoiser", marks=SLOW),
     ],
 )
 def test_a_changed_setting_in_a_used_folder_stops_and_keeps_the_old_results(
@@ -130,6 +134,7 @@ def test_a_changed_setting_in_a_used_folder_stops_and_keeps_the_old_results(
     check_sample_folder(folder)
 
 
+@SLOW
 def test_overwrite_clears_the_folder_and_gives_the_fresh_result(sampled, tmp_path: Path) -> None:
     root, base, _ = sampled
     folder, fresh = tmp_path / "run", tmp_path / "fresh"
@@ -146,6 +151,7 @@ def test_overwrite_clears_the_folder_and_gives_the_fresh_result(sampled, tmp_pat
     assert len(rows) == 1 and read_json(folder / "provenance.json")["fingerprint"] in rows[0]
 
 
+@SLOW
 def test_a_second_run_with_other_settings_in_a_busy_folder_is_refused(
     sampled, tmp_path: Path
 ) -> None:
@@ -173,6 +179,7 @@ def test_a_second_run_with_other_settings_in_a_busy_folder_is_refused(
     check_sample_folder(folder)
 
 
+@SLOW
 def test_a_killed_overwrite_of_a_finished_run_leaves_no_old_samples(
     sampled, tmp_path: Path
 ) -> None:
@@ -248,8 +255,8 @@ def test_a_finished_training_rerun_does_nothing(trained: Path) -> None:
     ("change", "key"),
     [
         ("diffusion=linear", "diffusion.noise_schedule"),
-        ("trainer.max_steps=30", "max_steps"),
-        ("model.hidden=64", "model.hidden"),
+        pytest.param("trainer.max_steps=30", "max_steps", marks=SLOW),
+        pytest.param("model.hidden=64", "model.hidden", marks=SLOW),
     ],
 )
 def test_training_with_other_settings_stops_without_touching_the_denoiser(
@@ -272,6 +279,7 @@ def test_a_corrupt_last_checkpoint_is_never_resumed(trained: Path, tmp_path: Pat
     assert not (root / "toy2d" / "diffusion" / "denoiser.pt").exists()
 
 
+@SLOW
 def test_training_afresh_gives_what_a_fresh_run_gives(trained: Path, tmp_path: Path) -> None:
     root, fresh = tmp_path / "work", tmp_path / "fresh"
     shutil.copytree(trained, root)
@@ -302,7 +310,7 @@ def logged_steps(log: Path) -> list[int]:
         return [int(row["step"]) for row in csv.DictReader(handle) if row.get("step")]
 
 
-@pytest.mark.slow
+@SLOW
 def test_a_killed_training_resumes_and_appends_to_its_log(tmp_path: Path) -> None:
     args = ("task=diffusion", "trainer.max_steps=700", "train.batch_size=64", *QUIET)
     args = (*args, "trainer.log_every_n_steps=50")
@@ -330,6 +338,7 @@ def test_a_killed_training_resumes_and_appends_to_its_log(tmp_path: Path) -> Non
 # Scores and classifier -----------------------------------------------------------------------
 
 
+@SLOW
 def test_scores_and_classifier_reruns(trained: Path, tmp_path: Path) -> None:
     root = tmp_path / "work"
     shutil.copytree(trained, root)

@@ -77,6 +77,7 @@ def pipeline(experiment: str, root: Path, num_samples: int, outputs: Path) -> Pa
                 f"num_samples={num_samples}",
                 "progress=false",
                 "evaluate=true",
+                "overwrite=true",  # a rerun with other --num-samples replaces the old runs
                 *overrides,
                 *extra,
             ],
