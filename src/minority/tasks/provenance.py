@@ -106,10 +106,10 @@ def _lock_holder(lock: Path) -> dict | None:
         return holder  # cannot tell whether a process on another machine still runs
     try:
         os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, KeyError, TypeError, ValueError):
         return None
     except PermissionError:
-        return holder
+        pass  # alive, owned by another user
     return holder
 
 
@@ -167,7 +167,7 @@ def prepare_run_folder(
         folder: the run folder.
         provenance: this run's record (written to ``provenance.json``).
         overwrite: clear the ``results`` of another configuration instead of stopping.
-        results: every output name the run may leave (shards, archives, pictures, logs).
+        results: every result the run may leave (shards, archives, pictures, metrics).
         replaced: the outputs this run writes anew, deleted before it starts so that a
             killed run never leaves an old one that looks complete.
 
