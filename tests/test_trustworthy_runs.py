@@ -11,6 +11,7 @@ the same seed) or exits 2 with one sentence, and never leaves a file contradicti
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -30,6 +31,7 @@ from minority.models.build import build_denoiser, save_checkpoint
 from minority.outputs import completed_ranges, shard_path
 from minority.provenance import read_json
 from minority.tasks.common import plain
+from minority.tasks.evaluate import evaluate_task
 from minority.tasks.provenance import (
     classifier_provenance,
     denoiser_provenance,
@@ -358,3 +360,22 @@ def test_scores_and_classifier_reruns(trained: Path, tmp_path: Path) -> None:
     cfg = OmegaConf.load(root / "c" / "config.yaml")
     saved = recorded_provenance(root / "toy2d" / "classifier" / "classifier.pt")
     assert saved == classifier_provenance(cfg, cfg.classifier.max_steps)
+
+
+# Evaluation ----------------------------------------------------------------------------------
+
+
+def test_a_run_is_evaluated_on_its_own_dataset_into_its_own_table(sampled, tmp_path) -> None:
+    root, base, _ = sampled
+    folder = tmp_path / "run"
+    shutil.copytree(base, folder)
+    cfg = make_config("evaluate", tmp_path, "dataset=digits", f"run_dir={folder}")
+    for _ in range(2):
+        evaluate_task(cfg)
+    table = root / "toy2d" / "metrics.md"
+    assert not (tmp_path / "digits" / "metrics.md").exists()
+    rows = [line for line in table.read_text().splitlines() if str(folder.resolve()) in line]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert len(rows) == 1 and metrics["fingerprint"] in rows[0]
+    assert metrics["provenance"]["samples"] == read_json(folder / "provenance.json")
+    assert metrics["samples_fingerprint"] == metrics["provenance"]["samples"]["fingerprint"]
