@@ -92,7 +92,7 @@ class WeightSchedule:
         require(self.kind in SCHEDULE_KINDS, f"schedule kind must be one of {SCHEDULE_KINDS}.")
         require(
             0 <= self.scale < math.inf,
-            f"guidance scale must be non-negative and finite (got {self.scale}).",
+            f"guidance scale (guidance.scale) must be non-negative and finite (got {self.scale}).",
         )
         require(int(self.every) >= 1, f"schedule 'every' must be at least 1 (got {self.every}).")
 
