@@ -45,7 +45,7 @@ def train_classifier(cfg: DictConfig) -> Path:
         int(cfg.diffusion.diffusion_steps),
         float(c.lr),
         float(c.weight_decay),
-        int(c.max_steps),
+        int(cfg.trainer.max_steps),
         bool(c.random_flip),
         int(cfg.seed),
     )
@@ -60,7 +60,6 @@ def train_classifier(cfg: DictConfig) -> Path:
         cfg,
         folder,
         "classifier",
-        max_steps=int(c.max_steps),
         max_epochs=-1,
         val_check_interval=None,
         check_val_every_n_epoch=None,
