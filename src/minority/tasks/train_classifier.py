@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from minority.data import build_dataset
 from minority.errors import UserError, require
 from minority.lit.classifier import MinorityClassifierModule
-from minority.outputs import torch_save_atomic
+from minority.outputs import load_torch_file, torch_save_atomic
 from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir, tensor_loader
 
 
@@ -20,7 +20,7 @@ def load_scores(cfg: DictConfig, num_items: int) -> dict:
     path = Path(cfg.paths.scores)
     if not path.is_file():
         raise UserError(f"Minority scores {path} do not exist; run `train.py task=scores` first.")
-    content = torch.load(path, weights_only=True)
+    content = load_torch_file(path, "Minority scores", "delete it and rerun train.py task=scores")
     require(
         len(content["labels"]) == num_items,
         f"Scores in {path} cover {len(content['labels'])} samples, the data set has {num_items}.",

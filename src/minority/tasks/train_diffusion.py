@@ -12,6 +12,7 @@ from torch import Tensor
 from minority.data import build_dataset
 from minority.lit.diffusion import DiffusionModule
 from minority.models.build import save_checkpoint
+from minority.outputs import check_torch_file
 from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir, tensor_loader
 
 
@@ -53,6 +54,8 @@ def train_diffusion(cfg: DictConfig) -> Path:
         ],
     )
     last = folder / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        check_torch_file(last, "Training checkpoint", "delete it to train from scratch")
     trainer.fit(module, loader, ckpt_path=str(last) if last.is_file() else None)
     meta = {
         "model": plain(cfg.model),
