@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from minority.cli import user_errors_exit
+from minority.cli import run, user_errors_exit
 from minority.tasks.sample import sample_task
 
 
@@ -14,4 +14,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -4,7 +4,7 @@ labels), ``task=classifier`` (noise-conditional minority classifier)."""
 import hydra
 from omegaconf import DictConfig
 
-from minority.cli import user_errors_exit
+from minority.cli import run, user_errors_exit
 from minority.tasks.train import run_training_task
 
 
@@ -15,4 +15,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

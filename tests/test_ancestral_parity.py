@@ -175,3 +175,58 @@ def test_mean_shift_of_each_guided_step_matches_official(name: str, unet, load_g
         torch.testing.assert_close(
             shift, traj["mg_mean_shift"][j], rtol=0, atol=atol, msg=f"step {s}"
         )
+
+
+def _authors_clipped_direction(
+    denoiser: Denoiser, diffusion: GaussianDiffusion, x: Tensor, k: Tensor, z: Tensor, k_s: int
+) -> Tensor:
+    """``compute_mg_grad`` with ``mg_clip_denoised=True`` from the README's formulas: x̃0 and
+    x̂̂0 both clamped to [−1, 1], plain L2, one VJP, ℓ∞ normalisation without epsilon (0/0 =
+    NaN where every element of x̃0 is clipped)."""
+    x = x.clone().requires_grad_(True)
+    x0 = diffusion.pred_xstart(x, k, denoiser(x, diffusion.original_timestep(k)).eps).clamp(-1, 1)
+    ks = torch.full_like(k, k_s)
+    with torch.no_grad():
+        x_s = diffusion.q_sample(x0, ks, z)
+        target = diffusion.pred_xstart(x_s, ks, denoiser(x_s, diffusion.original_timestep(ks)).eps)
+    loss = (x0 - target.clamp(-1, 1)).flatten(1).norm(dim=1).sum()
+    (g,) = torch.autograd.grad(loss, x)
+    return g / g.abs().amax(dim=(1, 2, 3), keepdim=True)
+
+
+def test_clipped_self_guidance_is_the_authors_where_defined_and_finite_everywhere(
+    unet, load_golden
+) -> None:
+    """``clip_denoised=True`` on the every-step trajectory: each guided step's direction equals
+    the authors' where theirs is finite, is zero where theirs is 0/0, and the samples stay
+    finite."""
+    traj = load_golden("traj_self_guidance_fixed")
+    denoiser, diffusion = _denoiser(unet), _diffusion(traj)
+    term = SelfGuidance("l2", p_ratio=traj["mg_kwargs"]["p_ratio"], clip_denoised=True)
+    k_s = term.perturbation(diffusion)[1]
+    undefined = 0
+    for s in traj["guided_step_index"]:
+        k = torch.full((2,), traj["step_t_respaced"][s], dtype=torch.int64)
+        z = _step_draws(traj, s, "sg_perturb").draws[0]
+        expected = _authors_clipped_direction(denoiser, diffusion, _x_before(traj, s), k, z, k_s)
+        x = _x_before(traj, s).clone().requires_grad_(True)
+        out = denoiser(x, diffusion.original_timestep(k))
+        ctx = GuidanceContext(
+            x,
+            k,
+            diffusion.original_timestep(k),
+            out.eps,
+            diffusion.log_variance(k, x, out.var_values.detach()),
+            diffusion,
+            denoiser,
+            _step_draws(traj, s, "sg_perturb"),
+        )
+        g = term.direction(ctx)
+        defined = torch.isfinite(expected).flatten(1).all(dim=1)
+        undefined += int((~defined).sum())
+        torch.testing.assert_close(g[defined], expected[defined], rtol=0, atol=1e-5)
+        assert torch.equal(g[~defined], torch.zeros_like(g[~defined]))
+    assert 0 < undefined < 2 * len(traj["guided_step_index"])
+    guide = Guide(term, WeightSchedule(traj["mg_kwargs"]["mg_scale"], "fixed"))
+    noise = ReplayNoise(list(traj["draws"]), traj["draw_roles"])
+    assert torch.isfinite(sample(denoiser, diffusion, traj["shape"], noise, guide=guide)).all()

@@ -75,7 +75,7 @@ def save(path, **arrays):
 
 
 def test_loads_images_with_labels_and_toy2d_points(tmp_path):
-    images = np.zeros((4, 8, 8, 3), dtype=np.uint8)
+    images = np.ones((4, 8, 8, 3), dtype=np.uint8)
     samples, labels = load_samples_npz(save(tmp_path / "a.npz", arr_0=images, arr_1=np.arange(4)))
     assert samples.shape == (4, 8, 8, 3) and labels.tolist() == [0, 1, 2, 3]
     points, labels = load_samples_npz(save(tmp_path / "b.npz", arr_0=np.ones((5, 2), np.float32)))
@@ -90,7 +90,11 @@ def test_loads_images_with_labels_and_toy2d_points(tmp_path):
         ({"arr_0": np.zeros((2, 3, 8, 8), np.float32)}, "must be uint8"),
         ({"arr_0": np.zeros((2, 8, 8, 4), np.uint8)}, "C = 1 or 3"),
         ({"arr_0": np.full((2, 2), np.nan)}, "NaN"),
-        ({"arr_0": np.zeros((2, 8, 8, 3), np.uint8), "arr_1": np.arange(3)}, "2 integers"),
+        ({"arr_0": np.ones((2, 8, 8, 3), np.uint8), "arr_1": np.arange(3)}, "2 integers"),
+        (
+            {"arr_0": np.arange(3, dtype=np.uint8).repeat(192).reshape(3, 8, 8, 3)},
+            "1 entirely black",
+        ),
     ],
 )
 def test_malformed_archives_are_user_errors(tmp_path, arrays, message):
@@ -110,5 +114,5 @@ def test_missing_and_unreadable_archives(tmp_path):
 def test_sample_sizes_must_match():
     generated = np.zeros((2, 64, 64, 3), np.uint8)
     check_same_sample_size(generated, torch.zeros(3, 3, 64, 64))
-    with pytest.raises(UserError, match="64×64 but the reference samples are 32×32"):
+    with pytest.raises(UserError, match="64×64 images but the dataset.s are 32×32 images"):
         check_same_sample_size(generated, np.zeros((2, 32, 32, 3), np.uint8))

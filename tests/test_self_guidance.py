@@ -159,6 +159,15 @@ def test_linf_normalisation_gives_unit_max_per_sample() -> None:
     assert not g.requires_grad
 
 
+def test_zero_gradient_gives_a_zero_direction() -> None:
+    """x̂0 clipped everywhere (|x| huge): the gradient vanishes and ĝ is 0, not 0/0 = NaN."""
+    diffusion, denoiser, x, draws = _setup(batch=3)
+    g = SelfGuidance("l2", clip_denoised=True).direction(
+        _context(denoiser, diffusion, 1e4 * x, draws)
+    )
+    assert torch.equal(g, torch.zeros_like(g))
+
+
 def test_class_labels_reach_the_denoiser_at_the_perturbation_time() -> None:
     diffusion, denoiser, x, draws = _setup(num_mc_samples=2, num_classes=5)
     y = torch.tensor([3, 1])

@@ -8,7 +8,9 @@ killed run never leaves a file that looks complete.
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +44,41 @@ def torch_save_atomic(content: object, path: str | Path) -> Path:
     torch.save(content, partial)
     partial.replace(path)
     return path
+
+
+def check_torch_file(path: Path, what: str, remedy: str) -> None:
+    """Raise :class:`UserError` unless ``path`` is an intact ``torch.save`` archive (a zip whose
+    members all pass their CRC check); nothing is unpickled.
+
+    Args:
+        path: the file.
+        what: how to call it in the message, e.g. "Training checkpoint".
+        remedy: what the user should do, e.g. "delete it to train from scratch".
+    """
+    intact = zipfile.is_zipfile(path)
+    if intact:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                intact = archive.testzip() is None
+        except (zipfile.BadZipFile, OSError, EOFError):
+            intact = False
+    if not intact:
+        raise UserError(f"{what} {path} is corrupt or not a PyTorch file; {remedy}.")
+
+
+def load_torch_file(path: Path, what: str, remedy: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, any failure one sentence naming the file.
+
+    A file holding objects other than tensors and plain containers is refused, not unpickled.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any failure means a damaged or foreign file
+        check_torch_file(path, what, remedy)
+        raise UserError(
+            f"{what} {path} holds objects other than tensors and plain containers, which are "
+            f"not loaded; {remedy}."
+        ) from None
 
 
 def save_npz_atomic(path: Path, **arrays: np.ndarray) -> Path:
@@ -82,10 +119,20 @@ def merge_shards(folder: Path, num_samples: int, out: Path) -> Path:
         raise UserError(
             f"Shards in {folder} do not cover samples 0..{num_samples - 1} exactly once."
         )
-    loaded = [np.load(shard_path(folder, s, e)) for s, e in parts]
+    loaded = [_read_shard(shard_path(folder, s, e)) for s, e in parts]
     samples = np.concatenate([d["arr_0"] for d in loaded])
     labels = np.concatenate([d["arr_1"] for d in loaded])
     return save_npz_atomic(out, arr_0=samples, arr_1=labels)
+
+
+def _read_shard(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as content:
+            return {key: content[key] for key in ("arr_0", "arr_1")}
+    except Exception:  # noqa: BLE001 - any reading failure means a damaged shard
+        raise UserError(
+            f"Shard {path} is corrupt; delete it and rerun to draw its samples again."
+        ) from None
 
 
 def save_picture(samples: np.ndarray, path: Path, mixture=None, max_images: int = 64) -> Path:

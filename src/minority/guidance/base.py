@@ -20,6 +20,7 @@ test, and stop_fraction < 0 never switches guidance off.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -89,7 +90,10 @@ class WeightSchedule:
 
     def __post_init__(self) -> None:
         require(self.kind in SCHEDULE_KINDS, f"schedule kind must be one of {SCHEDULE_KINDS}.")
-        require(self.scale >= 0, f"guidance scale must be non-negative (got {self.scale}).")
+        require(
+            0 <= self.scale < math.inf,
+            f"guidance scale (guidance.scale) must be non-negative and finite (got {self.scale}).",
+        )
         require(int(self.every) >= 1, f"schedule 'every' must be at least 1 (got {self.every}).")
 
     def fires(self, i: int, num_steps: int) -> bool:

@@ -8,7 +8,10 @@ At a guided step with current x_t (respaced index k):
 3. L̃ = (1/M) Σ_m d(x̂0, x̂̂0_m), per sample; d = LPIPS-AlexNet (the authors' default) or a plain
    distance (``"l2"`` = not-squared norm of the flattened difference).
 4. g = ∇_{x_t} Σ_b L̃_b: one backward through the step's own forward pass (no second forward at
-   x_t), then g_b / max|g_b| per sample (ℓ∞, no epsilon) unless ``normalize`` is off.
+   x_t), then g_b / max|g_b| per sample (ℓ∞, no epsilon) unless ``normalize`` is off; a
+   sample whose gradient is exactly zero keeps a zero direction (the authors' 0/0 gives NaN:
+   with ``clip_denoised`` every clipped element has zero gradient, so near t = T, where the
+   unclipped x̂0 is ≈ 1e4 and clips everywhere, g vanishes).
 
 The weight schedule (:class:`~minority.guidance.base.WeightSchedule`) turns g into the shift:
 μ + w·Σ_θ·g ("var", the authors' default) or μ + w·g ("fixed"); its sign is + (lower likelihood).
@@ -43,7 +46,8 @@ class SelfGuidance:
         p_ratio: perturbation time as a fraction of the respaced grid, in (0, 1).
         perturb_t: perturbation time as an original timestep in [0, T); replaces ``p_ratio``.
         num_mc_samples: M ≥ 1 draws of x̂_s, denoised together in one batched call.
-        normalize: divide g by its per-sample max |g| (the authors' ``use_normed_grad``).
+        normalize: divide g by its per-sample max |g| (the authors' ``use_normed_grad``); a
+            zero gradient gives a zero direction.
         clip_denoised: clip both x̂0 and x̂̂0 to [−1, 1] (the authors' ``mg_clip_denoised``).
         lpips_weights: file or folder of the LPIPS trunk's weights (None: standard caches).
 
@@ -129,5 +133,11 @@ class SelfGuidance:
             x0_hat = self.reconstruction(ctx, x0)
             (g,) = torch.autograd.grad(self.loss(x0, x0_hat).sum(), ctx.x)
         if self.normalize:
-            g = g / g.abs().amax(dim=tuple(range(1, g.ndim)), keepdim=True)
+            g = linf_normalise(g)
         return g.detach()
+
+
+def linf_normalise(g: Tensor) -> Tensor:
+    """g_b / max|g_b| per sample (B, …) -> (B, …), max |·| = 1; an all-zero g_b stays zero."""
+    peak = g.abs().amax(dim=tuple(range(1, g.ndim)), keepdim=True)
+    return g / torch.where(peak > 0, peak, torch.ones_like(peak))

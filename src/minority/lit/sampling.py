@@ -23,7 +23,7 @@ from minority.diffusion.gaussian import GaussianDiffusion
 from minority.models.denoiser import Denoiser
 from minority.outputs import completed_ranges, from_uint8_nhwc, to_storage, write_shard
 from minority.sampling.init import Initialisation
-from minority.sampling.loop import Guide, sample
+from minority.sampling.loop import Guide, NonFiniteSamples, check_finite, check_sampler, sample
 from minority.sampling.noise import SeededNoise
 
 
@@ -70,6 +70,7 @@ class SamplingModule(pl.LightningModule):
         progress: bool = False,
     ):
         super().__init__()
+        check_sampler(sampler, eta)
         self.denoiser, self.diffusion = denoiser.eval().requires_grad_(False), diffusion
         self.sample_shape, self.seed, self.ranges = tuple(sample_shape), seed, list(ranges)
         self.sampler, self.eta, self.clip_denoised = sampler, eta, clip_denoised
@@ -100,8 +101,31 @@ class SamplingModule(pl.LightningModule):
             return self.denoiser
         return self.denoiser.with_low_res(from_uint8_nhwc(self.low_res[start:end]).to(self.device))
 
+    def settings(self) -> str:
+        """The settings that can drive samples to NaN / ±inf, as their config keys."""
+        named = {"sampler": self.sampler, "sampler.eta": self.eta}
+        named["sampler.clip_denoised"] = self.clip_denoised
+        if self.guide is not None:
+            named["guidance.scale"] = self.guide.schedule.scale
+            if hasattr(self.guide.term, "clip_denoised"):
+                named["guidance.clip_denoised"] = self.guide.term.clip_denoised
+        if self.init is not None:
+            named["init.gamma"], named["init.skip"] = self.init.boost, self.init.skip
+        return ", ".join(f"{key}={value}" for key, value in named.items())
+
     def predict_step(self, batch: tuple[int, int], batch_idx: int) -> dict[str, Any]:
         start, end = int(batch[0]), int(batch[1])
+        try:
+            return self.draw(start, end)
+        except NonFiniteSamples as error:
+            raise NonFiniteSamples(
+                f"Samples {start}..{end - 1}: {error} with {self.settings()}, so no shard was "
+                "written for them; change one of these settings (a smaller guidance.scale or "
+                "init.gamma, sampler.eta in [0, 1])."
+            ) from None
+
+    def draw(self, start: int, end: int) -> dict[str, Any]:
+        """Samples [start, end) with their labels (−1 for unconditional models)."""
         indices = range(start, end)
         y = self.class_labels(indices)
         with torch.inference_mode(False), torch.enable_grad():
@@ -123,7 +147,8 @@ class SamplingModule(pl.LightningModule):
 
 
 class ShardWriter(BasePredictionWriter):
-    """Write each finished batch as ``shard_<start>_<end>.npz`` in ``folder`` (atomically)."""
+    """Write each finished batch as ``shard_<start>_<end>.npz`` in ``folder`` (atomically);
+    a batch holding NaN or ±inf is never written (uint8 storage would turn NaN into black)."""
 
     def __init__(self, folder: str | Path):
         super().__init__(write_interval="batch")
@@ -132,6 +157,11 @@ class ShardWriter(BasePredictionWriter):
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
     ) -> None:
+        start, end = prediction["start"], prediction["end"]
+        try:
+            check_finite(prediction["samples"], f"in the batch of samples {start}..{end - 1}")
+        except NonFiniteSamples as error:
+            raise NonFiniteSamples(f"{error}, so its shard was not written.") from None
         write_shard(
             self.folder,
             prediction["start"],

@@ -26,6 +26,13 @@ def _check_samples(samples: np.ndarray, path: Path) -> None:
             f"The sample archive {path} has uint8 arr_0 of shape {samples.shape}; "
             "images must be N×H×W×C with C = 1 or 3.",
         )
+        black = np.flatnonzero(~samples.reshape(len(samples), -1).any(axis=1))
+        require(
+            len(black) == 0,
+            f"The sample archive {path} holds {len(black)} entirely black images (first: "
+            f"{black[0] if len(black) else None}), which is what NaN samples become in uint8; "
+            "draw them again.",
+        )
         return
     require(
         np.issubdtype(samples.dtype, np.floating) and samples.ndim == 2,
@@ -85,6 +92,11 @@ def check_same_sample_size(generated: Tensor | np.ndarray, reference: Tensor | n
     gen, ref = sample_size(generated), sample_size(reference)
     require(
         gen == ref,
-        f"Generated samples are {'×'.join(map(str, gen))} but the reference samples are "
-        f"{'×'.join(map(str, ref))}; evaluate against a reference set of the same size.",
+        f"Generated samples are {_describe(gen)} but the dataset's are {_describe(ref)}; "
+        "evaluate with the dataset the samples were drawn for (dataset=…).",
     )
+
+
+def _describe(size: tuple[int, ...]) -> str:
+    """(H, W) -> "8×8 images"; (D,) -> "2-d points"."""
+    return f"{'×'.join(map(str, size))} images" if len(size) == 2 else f"{size[0]}-d points"

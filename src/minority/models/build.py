@@ -14,12 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from minority.errors import UserError
 from minority.models.denoiser import Denoiser
-from minority.outputs import torch_save_atomic
+from minority.outputs import load_torch_file, torch_save_atomic
 from minority.weights import find_weights
 
 ARCHS = ("mlp", "adm", "adm_sr")
@@ -77,18 +76,24 @@ def checkpoint_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise UserError(f"Checkpoint {path} is a folder; give the checkpoint file inside it.")
     if path.parent == Path("."):
         return find_weights(path.name, purpose="diffusion checkpoint")
     raise UserError(f"Checkpoint {path} does not exist; train it first or give its path.")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint file; a clear error when it is missing or unreadable."""
+    """Read a checkpoint file: a dict (a project checkpoint or a state dict); a clear error when
+    it is missing, a folder, unreadable or something else (e.g. a bare tensor)."""
     path = checkpoint_file(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise UserError(f"Checkpoint {path} is not a readable PyTorch file ({error}).") from None
+    content = load_torch_file(path, "Checkpoint", "give a denoiser checkpoint (.pt) instead")
+    if not isinstance(content, Mapping):
+        raise UserError(
+            f"Checkpoint {path} holds a {type(content).__name__}, not a state dict or a "
+            "checkpoint of train.py task=diffusion."
+        )
+    return content
 
 
 TRAINED_DIFFUSION_KEYS = ("noise_schedule", "diffusion_steps")

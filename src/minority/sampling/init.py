@@ -6,6 +6,7 @@ starts at index T'−1−Δt. γ = 1, Δt = 0 is the standard start.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,7 +24,10 @@ class Initialisation:
     skip: int = 0
 
     def __post_init__(self) -> None:
-        require(self.boost > 0, f"Boost-and-Skip gamma must be positive (got {self.boost}).")
+        require(
+            0 < self.boost < math.inf,
+            f"Boost-and-Skip gamma (init.gamma) must be positive and finite (got {self.boost}).",
+        )
         require(int(self.skip) >= 0, f"Boost-and-Skip skip must be non-negative (got {self.skip}).")
 
     def start_index(self, num_steps: int) -> int:

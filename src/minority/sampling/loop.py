@@ -21,13 +21,36 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from minority.diffusion.gaussian import GaussianDiffusion
-from minority.errors import UserError
+from minority.errors import UserError, require
 from minority.guidance.base import GuidanceContext, GuidanceTerm, WeightSchedule
 from minority.models.denoiser import Denoiser
 from minority.sampling.init import Initialisation
 from minority.sampling.noise import NoiseSource
 
 SAMPLERS = ("ddpm", "ddim")
+
+
+class NonFiniteSamples(UserError):
+    """The reverse process produced NaN or ±inf (a setting drove it off every scale)."""
+
+
+def check_sampler(sampler: str, eta: float) -> None:
+    """Raise :class:`UserError` for an unknown sampler or η outside [0, 1] (NaN included)."""
+    if sampler not in SAMPLERS:
+        raise UserError(f"Unknown sampler '{sampler}'; choose one of {SAMPLERS}.")
+    require(0 <= eta <= 1, f"sampler.eta must lie in [0, 1] (got {eta}).")
+
+
+def check_finite(x: Tensor, where: str) -> None:
+    """Raise :class:`NonFiniteSamples` naming ``where`` unless every value of x (B, …) is finite.
+
+    The message is a clause without a final period, for callers to extend.
+    """
+    finite = torch.isfinite(x).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        raise NonFiniteSamples(
+            f"{int((~finite).sum())} of {len(x)} samples became non-finite (NaN or ±inf) {where}"
+        )
 
 
 @dataclass
@@ -159,12 +182,15 @@ def sample(
 
     Returns:
         x_0, shape ``shape``; in [−1, 1] for DDPM without guidance at the last step.
+
+    Raises:
+        NonFiniteSamples: x became NaN or ±inf; the message names the step.
     """
-    if sampler not in SAMPLERS:
-        raise UserError(f"Unknown sampler '{sampler}'; choose one of {SAMPLERS}.")
+    check_sampler(sampler, eta)
     init = init or Initialisation()
     num_steps = diffusion.num_timesteps
     x = init.initial_noise(noise, shape)
+    check_finite(x, "in the initial noise x_T")
     indices = range(init.start_index(num_steps), -1, -1)
     for i in tqdm(indices, disable=not progress, desc=f"{sampler} sampling", leave=False):
         fires = guide is not None and guide.schedule.fires(i, num_steps)
@@ -181,6 +207,10 @@ def sample(
             y,
         )
         x = out.x_prev.detach()
+        check_finite(
+            x,
+            f"at respaced step {i} of {num_steps} (original timestep {diffusion.timestep_map[i]})",
+        )
         if callback is not None:
             callback(i, out)
     return x

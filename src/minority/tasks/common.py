@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 from torch.utils.data import (
@@ -18,7 +21,7 @@ from torch.utils.data import (
     TensorDataset,
 )
 
-from minority.errors import require
+from minority.errors import UserError, require
 
 log = logging.getLogger("minority")
 
@@ -66,18 +69,40 @@ def make_logger(cfg: DictConfig, folder: Path, name: str, resume_step: int | Non
 
 
 def make_trainer(
-    cfg: DictConfig, folder: Path, name: str, resume_step: int | None = None, **overrides: Any
+    cfg: DictConfig,
+    folder: Path,
+    name: str,
+    resume_step: int | None = None,
+    **task_defaults: Any,
 ) -> pl.Trainer:
     """A Trainer from the ``trainer`` node, logging into ``folder`` (appending to the logs of
-    a run resumed at ``resume_step``)."""
-    kwargs = {**plain(cfg.trainer), **overrides}
+    a run resumed at ``resume_step``).
+
+    ``task_defaults`` (e.g. ``max_epochs=-1``) apply unless the ``trainer`` node sets the same
+    key: what the user configures wins. A null value leaves Lightning's default.
+
+    Raises:
+        UserError: an unknown Trainer option, a non-positive ``max_steps``, or settings
+            Lightning rejects (e.g. ``trainer=gpu`` where no GPU is visible).
+    """
+    given = {k: v for k, v in plain(cfg.trainer).items() if v is not None}
+    unknown = sorted(set(given) - set(inspect.signature(pl.Trainer).parameters))
+    require(not unknown, f"trainer.{', trainer.'.join(unknown)}: not a Lightning Trainer option.")
+    kwargs = {"enable_model_summary": False, **task_defaults, **given}
     require(int(kwargs.get("max_steps", 1)) > 0, "trainer.max_steps must be positive.")
-    return pl.Trainer(
-        default_root_dir=str(folder),
-        logger=make_logger(cfg, folder, name, resume_step),
-        enable_model_summary=False,
-        **kwargs,
+    require(
+        kwargs.get("accelerator") not in ("gpu", "cuda") or torch.cuda.is_available(),
+        f"trainer.accelerator={kwargs.get('accelerator')} needs a CUDA GPU and none is visible "
+        "here; use trainer=cpu (or trainer=ddp_cpu for two CPU processes).",
     )
+    try:
+        return pl.Trainer(
+            default_root_dir=str(folder),
+            logger=make_logger(cfg, folder, name, resume_step),
+            **kwargs,
+        )
+    except MisconfigurationException as error:
+        raise UserError(f"Lightning rejects the trainer settings: {error}") from None
 
 
 def tensor_loader(*tensors: Tensor, batch_size: int, shuffle: bool) -> DataLoader:

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from minority.data import build_dataset
 from minority.errors import UserError, require
 from minority.lit.classifier import MinorityClassifierModule
-from minority.outputs import torch_save_atomic
+from minority.outputs import load_torch_file, torch_save_atomic
 from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir, tensor_loader
 from minority.tasks.provenance import (
     RecordProvenance,
@@ -31,7 +31,7 @@ def check_scores_exist(cfg: DictConfig) -> None:
 
 def load_scores(cfg: DictConfig, num_items: int) -> dict:
     path = Path(cfg.paths.scores)
-    content = torch.load(path, weights_only=True)
+    content = load_torch_file(path, "Minority scores", "delete it and rerun train.py task=scores")
     require(
         len(content["labels"]) == num_items,
         f"Scores in {path} cover {len(content['labels'])} samples, the data set has {num_items}.",
@@ -46,7 +46,7 @@ def train_classifier(cfg: DictConfig) -> Path:
     check_scores_exist(cfg)
     c = cfg.classifier
     out = Path(cfg.paths.classifier_ckpt)
-    provenance = classifier_provenance(cfg, int(c.max_steps))
+    provenance = classifier_provenance(cfg, int(cfg.trainer.max_steps))
     if up_to_date(out, provenance, "minority classifier"):
         return out
     folder = Path(cfg.run_dir)
@@ -65,7 +65,7 @@ def train_classifier(cfg: DictConfig) -> Path:
         int(cfg.diffusion.diffusion_steps),
         float(c.lr),
         float(c.weight_decay),
-        int(c.max_steps),
+        int(cfg.trainer.max_steps),
         bool(c.random_flip),
         int(cfg.seed),
     )
@@ -81,7 +81,6 @@ def train_classifier(cfg: DictConfig) -> Path:
         folder,
         "classifier",
         resume_step=resume.step if resume else None,
-        max_steps=int(c.max_steps),
         max_epochs=-1,
         val_check_interval=None,
         check_val_every_n_epoch=None,

@@ -10,7 +10,6 @@ cannot be detected from a state dict.
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 
 from minority.errors import UserError
 from minority.models.adm.unet import EncoderUNetModel
+from minority.outputs import load_torch_file
 from minority.weights import find_weights
 
 StateSource = str | os.PathLike | Mapping[str, Tensor]
@@ -67,10 +67,7 @@ def read_state_dict(source: StateSource) -> dict[str, Tensor]:
     if isinstance(source, Mapping):
         return dict(source)
     path = find_weights(Path(source).name, path=source, purpose="ADM checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
-        raise UserError(f"Cannot read checkpoint {path}: {error}".splitlines()[0]) from None
+    state = load_torch_file(path, "Checkpoint", "give a guided-diffusion state dict (.pt)")
     if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
         raise UserError(f"Checkpoint {path} is not a plain state dict of tensors.")
     return dict(state)

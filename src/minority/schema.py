@@ -1,0 +1,172 @@
+"""Typed schemas of the configs: a value of the wrong type fails when the config is composed.
+
+The dataclasses here are registered in Hydra's ConfigStore and named at the head of the
+defaults lists of ``conf/{sample,train,evaluate}.yaml`` and of the ``guidance``, ``sampler`` and
+``init`` groups, so ``num_samples=abc`` or ``guidance.scale=abc`` stop with Hydra's message
+before anything loads. Every field is ``MISSING`` here: the YAML files are the one source of
+every default. Group nodes whose content another group decides are typed ``Any``.
+
+:func:`check_values` holds the checks a type cannot express (ranges, the forms of
+``guidance.target_class``); the entry points run it before the task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from minority.errors import require
+
+
+@dataclass
+class _Stage:
+    """Keys every entry point's config has."""
+
+    paths: Any = MISSING
+    dataset: Any = MISSING
+    model: Any = MISSING
+    scores: Any = MISSING
+    classifier: Any = MISSING
+    run_dir: Any = MISSING
+
+
+@dataclass
+class _Run(_Stage):
+    """Keys of the stages that run a Lightning Trainer (train.py, sample.py)."""
+
+    diffusion: Any = MISSING
+    trainer: Any = MISSING
+    logger: Any = MISSING
+    seed: int = MISSING
+    stage_dir: str = MISSING
+
+
+@dataclass
+class TrainSchema(_Run):
+    task: str = MISSING
+    train: Any = MISSING
+    steps_of_task: Any = MISSING
+    resume: str = MISSING
+    ckpt_path: str | None = MISSING
+
+
+@dataclass
+class SampleSchema(_Run):
+    sampler: Any = MISSING
+    guidance: Any = MISSING
+    schedule: Any = MISSING
+    init: Any = MISSING
+    metrics: Any = MISSING
+    num_samples: int = MISSING
+    batch_size: int = MISSING
+    checkpoint: str = MISSING
+    progress: bool = MISSING
+    upsample: Any = MISSING
+    evaluate: bool = MISSING
+    table: str = MISSING
+    run_name: str = MISSING
+    overwrite: bool = MISSING
+
+
+@dataclass
+class EvaluateSchema(_Stage):
+    metrics: Any = MISSING
+    npz: str | None = MISSING
+    table: str = MISSING
+
+
+@dataclass
+class NoGuidanceSchema:
+    name: str = MISSING
+    scale: float = MISSING
+
+
+@dataclass
+class MinorityGuidanceSchema(NoGuidanceSchema):
+    target_class: Any = MISSING  # null, an int, or [low, high]: see check_values
+    classifier_ckpt: str | None = MISSING
+    extractor_weights: str | None = MISSING
+
+
+@dataclass
+class SelfGuidanceSchema(NoGuidanceSchema):
+    distance: str = MISSING
+    p_ratio: float = MISSING
+    perturb_t: int | None = MISSING
+    num_mc_samples: int = MISSING
+    normalize: bool = MISSING
+    clip_denoised: bool = MISSING
+    lpips_weights: str | None = MISSING
+
+
+@dataclass
+class SamplerSchema:
+    name: str = MISSING
+    steps: str = MISSING
+    eta: float = MISSING
+    clip_denoised: bool = MISSING
+
+
+@dataclass
+class InitSchema:
+    name: str = MISSING
+    gamma: float = MISSING
+    skip: int = MISSING
+
+
+SCHEMAS: dict[tuple[str, str], type] = {
+    ("schema", "train"): TrainSchema,
+    ("schema", "sample"): SampleSchema,
+    ("schema", "evaluate"): EvaluateSchema,
+    ("schema/guidance", "none"): NoGuidanceSchema,
+    ("schema/guidance", "minority"): MinorityGuidanceSchema,
+    ("schema/guidance", "self"): SelfGuidanceSchema,
+    ("schema", "sampler"): SamplerSchema,
+    ("schema", "init"): InitSchema,
+}
+
+
+def register() -> None:
+    """Store every schema in Hydra's ConfigStore (the configs name them in their defaults)."""
+    store = ConfigStore.instance()
+    for (group, name), node in SCHEMAS.items():
+        store.store(group=group, name=name, node=node)
+
+
+def _is_class(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_target_class(value: Any) -> None:
+    pair = isinstance(value, ListConfig | list) and len(value) == 2
+    require(
+        value is None or _is_class(value) or (pair and all(map(_is_class, value))),
+        "guidance.target_class must be an integer class, null (the most unique class) or a "
+        f"[low, high] range of classes (got {value!r}).",
+    )
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Checks no type expresses, run before any model loads.
+
+    Raises:
+        UserError: a negative seed, a non-positive training batch size, a target class that is
+            none of its three forms, η outside [0, 1], or a non-finite guidance scale or γ.
+    """
+    from minority.guidance.build import build_schedule
+    from minority.sampling.init import Initialisation
+    from minority.sampling.loop import check_sampler
+
+    seed = OmegaConf.select(cfg, "seed")
+    require(seed is None or seed >= 0, f"seed must be a non-negative integer (got {seed}).")
+    for key in ("train.batch_size", "classifier.batch_size"):
+        size = OmegaConf.select(cfg, key)
+        require(size is None or int(size) > 0, f"{key} must be positive (got {size}).")
+    if "sampler" in cfg:
+        check_sampler(cfg.sampler.name, float(cfg.sampler.eta))
+        Initialisation(float(cfg.init.gamma), int(cfg.init.skip))
+        build_schedule(cfg.guidance.scale, cfg.schedule)
+        _check_target_class(OmegaConf.select(cfg, "guidance.target_class"))
