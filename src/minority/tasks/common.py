@@ -18,6 +18,7 @@ from torch.utils.data import (
 )
 
 from minority.errors import require
+from minority.lit.progress import StepProgressBar, progress_callback
 
 log = logging.getLogger("minority")
 
@@ -35,36 +36,57 @@ def run_dir(cfg: DictConfig) -> Path:
     return folder
 
 
-def make_logger(cfg: DictConfig, folder: Path, name: str) -> Any:
-    """CSV logger by default; ``logger=wandb`` logs the composed config to W&B (offline-ready)."""
-    if cfg.logger.name == "wandb":
-        from pytorch_lightning.loggers import WandbLogger
-
-        logger = WandbLogger(
-            project=cfg.logger.project,
-            entity=cfg.logger.entity,
-            mode=cfg.logger.mode,
-            save_dir=str(folder),
-            name=name,
-            tags=list(cfg.logger.tags),
-        )
-        logger.log_hyperparams(plain(cfg))
-        return logger
+def csv_logger(cfg: DictConfig, folder: Path, job_type: str) -> Any:
     from pytorch_lightning.loggers import CSVLogger
 
     return CSVLogger(save_dir=str(folder), name="logs", version="")
 
 
+def tensorboard_logger(cfg: DictConfig, folder: Path, job_type: str) -> Any:
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    return TensorBoardLogger(save_dir=str(folder), name="tensorboard", version="")
+
+
+def wandb_logger(cfg: DictConfig, folder: Path, job_type: str) -> Any:
+    from minority.tasks.tracking import make_wandb_logger
+
+    return make_wandb_logger(cfg, folder, job_type)
+
+
+LOGGERS = {"csv": csv_logger, "tensorboard": tensorboard_logger, "wandb": wandb_logger}
+
+
+def make_logger(cfg: DictConfig, folder: Path, job_type: str) -> Any:
+    """The ``logger`` node's logger: ``csv`` (default), ``wandb``, ``tensorboard``, or the
+    list named by ``logger.loggers`` (``logger=many``: CSV and W&B)."""
+    kinds = list(cfg.logger.get("loggers") or [cfg.logger.name])
+    unknown = sorted(set(kinds) - set(LOGGERS))
+    require(not unknown, f"Unknown logger {unknown}; choose from {sorted(LOGGERS)}.")
+    loggers = [LOGGERS[kind](cfg, folder, job_type) for kind in kinds]
+    return loggers if len(loggers) > 1 else loggers[0]
+
+
 def make_trainer(cfg: DictConfig, folder: Path, name: str, **overrides: Any) -> pl.Trainer:
-    """A Trainer from the ``trainer`` node, logging into ``folder``."""
+    """A Trainer from the ``trainer`` node, logging into ``folder``; progress counts steps
+    (a bar in a terminal, log lines otherwise)."""
     kwargs = {**plain(cfg.trainer), **overrides}
     require(int(kwargs.get("max_steps", 1)) > 0, "trainer.max_steps must be positive.")
+    progress = progress_callback(bool(kwargs.pop("enable_progress_bar", True)))
+    callbacks = [*kwargs.pop("callbacks", []), *([progress] if progress else [])]
     return pl.Trainer(
         default_root_dir=str(folder),
         logger=make_logger(cfg, folder, name),
         enable_model_summary=False,
+        enable_progress_bar=isinstance(progress, StepProgressBar),
+        callbacks=callbacks,
         **kwargs,
     )
+
+
+def log_interval(cfg: DictConfig, loader: DataLoader) -> int:
+    """``trainer.log_every_n_steps``, capped at one epoch of ``loader`` so short epochs log too."""
+    return max(1, min(int(cfg.trainer.log_every_n_steps), len(loader)))
 
 
 def tensor_loader(*tensors: Tensor, batch_size: int, shuffle: bool) -> DataLoader:
@@ -78,23 +100,9 @@ def tensor_loader(*tensors: Tensor, batch_size: int, shuffle: bool) -> DataLoade
     return DataLoader(dataset, sampler=sampler, batch_size=None)
 
 
-def is_wandb(logger: Any) -> bool:
-    from pytorch_lightning.loggers import WandbLogger
-
-    return isinstance(logger, WandbLogger)
-
-
-def log_results(logger: Any, values: dict[str, Any], picture: Path) -> None:
-    """Send a run's metrics, its picture and a one-row metrics table to W&B (no-op otherwise)."""
-    if not is_wandb(logger):
-        return
-    if values:
-        logger.log_metrics({f"metrics/{k}": v for k, v in values.items()})
-        logger.log_table(key="metrics_table", columns=list(values), data=[list(values.values())])
-    logger.log_image(key="samples", images=[str(picture)])
-
-
 def close_logger(trainer: pl.Trainer | None) -> None:
     """Finish the W&B run, so the next job of a multirun starts its own."""
-    if trainer is not None and is_wandb(trainer.logger) and trainer.global_rank == 0:
-        trainer.logger.experiment.finish()
+    from minority.tasks.tracking import wandb_run
+
+    if trainer is not None and trainer.global_rank == 0 and (run := wandb_run(trainer.loggers)):
+        run.finish()

@@ -20,6 +20,7 @@ from minority.outputs import torch_save_atomic
 from minority.scores.labels import minority_labels, stratified_split
 from minority.scores.minority_score import scores_by_index
 from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir
+from minority.tasks.tracking import log_stage, stage_artifact
 
 
 class ScoreCollector(pl.Callback):
@@ -88,5 +89,8 @@ def compute_scores(cfg: DictConfig) -> Path:
         }
         torch_save_atomic(content, out)
         log.info("minority scores of %d samples saved to %s", len(scores), out)
+        log_stage(
+            trainer.loggers, [stage_artifact(cfg, "denoiser")], [stage_artifact(cfg, "scores")]
+        )
     close_logger(trainer)
     return out

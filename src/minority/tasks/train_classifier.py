@@ -7,13 +7,23 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
+from pytorch_lightning.callbacks import LearningRateMonitor
 from torch.utils.data import DataLoader
 
 from minority.data import build_dataset
 from minority.errors import UserError, require
 from minority.lit.classifier import MinorityClassifierModule
 from minority.outputs import torch_save_atomic
-from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir, tensor_loader
+from minority.tasks.common import (
+    close_logger,
+    log,
+    log_interval,
+    make_trainer,
+    plain,
+    run_dir,
+    tensor_loader,
+)
+from minority.tasks.tracking import log_stage, stage_artifact
 
 
 def load_scores(cfg: DictConfig, num_items: int) -> dict:
@@ -56,20 +66,24 @@ def train_classifier(cfg: DictConfig) -> Path:
             data.x[idx], labels[idx], batch_size=int(c.batch_size), shuffle=shuffle
         )
 
+    train_loader = loader(scores["train_idx"], True)
     trainer = make_trainer(
         cfg,
         folder,
         "classifier",
+        callbacks=[LearningRateMonitor(logging_interval="step")],
+        log_every_n_steps=log_interval(cfg, train_loader),
         max_steps=int(c.max_steps),
         max_epochs=-1,
         val_check_interval=None,
         check_val_every_n_epoch=None,
     )
-    trainer.fit(module, loader(scores["train_idx"], True), loader(scores["val_idx"], False))
+    trainer.fit(module, train_loader, loader(scores["val_idx"], False))
     out = Path(cfg.paths.classifier_ckpt)
     if trainer.global_rank == 0:
         content = {"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}
         torch_save_atomic(content, out)
         log.info("minority classifier saved to %s", out)
+    log_stage(trainer.loggers, [stage_artifact(cfg, "scores")], [stage_artifact(cfg, "classifier")])
     close_logger(trainer)
     return out

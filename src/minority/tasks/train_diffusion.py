@@ -6,13 +6,23 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint, WeightAveraging
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, WeightAveraging
 from torch import Tensor
 
 from minority.data import build_dataset
 from minority.lit.diffusion import DiffusionModule
+from minority.lit.previews import SamplePreview
 from minority.models.build import save_checkpoint
-from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir, tensor_loader
+from minority.tasks.common import (
+    close_logger,
+    log,
+    log_interval,
+    make_trainer,
+    plain,
+    run_dir,
+    tensor_loader,
+)
+from minority.tasks.tracking import log_stage, stage_artifact
 
 
 def ema_with_warmup(decay: float):
@@ -24,6 +34,19 @@ def ema_with_warmup(decay: float):
         return rate * average + (1 - rate) * current
 
     return update
+
+
+def preview(cfg: DictConfig, folder: Path, data) -> SamplePreview:
+    """Sample pictures every ``train.preview.every`` steps into ``<run>/previews``."""
+    p = cfg.train.preview
+    return SamplePreview(
+        int(p.every),
+        int(p.count),
+        int(p.steps),
+        folder / "previews",
+        data.sample_shape,
+        data.mixture,
+    )
 
 
 def train_diffusion(cfg: DictConfig) -> Path:
@@ -47,9 +70,12 @@ def train_diffusion(cfg: DictConfig) -> Path:
         folder,
         "diffusion",
         max_epochs=-1,
+        log_every_n_steps=log_interval(cfg, loader),
         callbacks=[
             WeightAveraging(avg_fn=ema_with_warmup(float(cfg.train.ema_decay))),
             checkpoints,
+            LearningRateMonitor(logging_interval="step"),
+            preview(cfg, folder, data),
         ],
     )
     last = folder / "checkpoints" / "last.ckpt"
@@ -62,5 +88,6 @@ def train_diffusion(cfg: DictConfig) -> Path:
     }
     path = save_checkpoint(cfg.paths.diffusion_ckpt, module.denoiser, meta)
     log.info("denoiser saved to %s", path)
+    log_stage(trainer.loggers, [], [stage_artifact(cfg, "denoiser")])
     close_logger(trainer)
     return path
