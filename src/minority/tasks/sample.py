@@ -19,7 +19,7 @@ from minority.models.build import build_diffusion_for, is_class_conditional, loa
 from minority.outputs import merge_shards, save_picture
 from minority.sampling.init import Initialisation
 from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir
-from minority.tasks.evaluate import evaluate_task
+from minority.tasks.evaluate import evaluate_task, run_title
 from minority.tasks.tracking import log_results, log_stage, sample_run_artifacts
 
 
@@ -135,10 +135,15 @@ def sample_task(cfg: DictConfig) -> Path:
         if trainer.global_rank != 0:
             return folder / "samples.npz"
     out = merge_shards(shards, int(cfg.num_samples), folder / "samples.npz")
-    samples = np.load(out)["arr_0"]
+    with np.load(out) as archive:
+        samples, labels = archive["arr_0"], archive["arr_1"]
     mixture = build_dataset(plain(cfg.dataset)).mixture if cfg.dataset.name == "toy2d" else None
     picture = save_picture(
-        samples, folder / ("scatter.png" if samples.ndim == 2 else "grid.png"), mixture
+        samples,
+        folder / ("scatter.png" if samples.ndim == 2 else "grid.png"),
+        mixture,
+        title=run_title(cfg, folder.name),
+        labels=labels,
     )
     log.info("samples: %s, picture: %s", out, picture)
     values = evaluate_task(cfg) if cfg.evaluate else {}
