@@ -3,14 +3,14 @@
 import hydra
 from omegaconf import DictConfig
 
-from minority.cli import asks_for_gpu, quiet_console, user_errors_exit
+from minority.cli import prepare_run, user_errors_exit
 
 
 @hydra.main(config_path="conf", config_name="sample", version_base="1.3")
 @user_errors_exit
 def main(cfg: DictConfig) -> float | None:
     """Sample (and evaluate); returns ``optimized_metric`` for Hydra's sweepers (e.g. Optuna)."""
-    quiet_console(asks_for_gpu(cfg))
+    prepare_run(cfg)
     from minority.tasks.sample import chosen_metric, sample_task  # Lightning after the logging
 
     sample_task(cfg)

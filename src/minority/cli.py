@@ -65,6 +65,14 @@ def quiet_console(gpu: bool) -> None:
     logging.captureWarnings(True)
 
 
+def prepare_run(cfg: Any) -> None:
+    """What every entry point does first: a quiet console, the ``weights.download`` switch."""
+    from minority.weights import allow_downloads
+
+    quiet_console(asks_for_gpu(cfg))
+    allow_downloads(bool(cfg.weights.download))
+
+
 def asks_for_gpu(cfg: Any) -> bool:
     """Whether the config's trainer runs on an accelerator other than the CPU."""
     trainer = cfg.get("trainer") if hasattr(cfg, "get") else None
