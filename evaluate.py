@@ -3,13 +3,15 @@
 import hydra
 from omegaconf import DictConfig
 
-from minority.cli import run, user_errors_exit
-from minority.tasks.evaluate import evaluate_task
+from minority.cli import prepare_run, run, user_errors_exit
 
 
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
 @user_errors_exit
 def main(cfg: DictConfig) -> None:
+    prepare_run(cfg)
+    from minority.tasks.evaluate import evaluate_task  # Lightning after the logging
+
     evaluate_task(cfg)
 
 

@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# Tests never reach the network: no weight file is downloaded (the download test serves its
+# own file on 127.0.0.1). Subprocesses inherit this.
+os.environ["MINORITY_OFFLINE"] = "1"
+
 # Tests use tiny networks, which run fastest (and most reproducibly) on one thread.
 torch.set_num_threads(1)
 

@@ -8,6 +8,7 @@ killed run never leaves a file that looks complete.
 from __future__ import annotations
 
 import re
+import textwrap
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -135,30 +136,142 @@ def _read_shard(path: Path) -> dict[str, np.ndarray]:
         ) from None
 
 
-def save_picture(samples: np.ndarray, path: Path, mixture=None, max_images: int = 64) -> Path:
-    """A sample grid (images) or a scatter plot over the exact log-density (toy2d points)."""
-    import matplotlib
+CELL_PIXELS = 64  # tiny images (8×8 digits) are enlarged to at least this many pixels a side
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def mosaic(images: np.ndarray, ncols: int) -> np.ndarray:
+    """uint8 (N, H, W, C) -> one uint8 (rows·H', ncols·W', C) picture of enlarged cells with a
+    white 2-pixel border, H' = H·zoom (nearest neighbour, zoom so a cell is ≥ 64 pixels)."""
+    zoom = max(1, -(-CELL_PIXELS // images.shape[1]))
+    big = images.repeat(zoom, axis=1).repeat(zoom, axis=2)
+    n, h, w, c = big.shape
+    rows = -(-n // ncols)
+    canvas = np.full((rows * (h + 2) + 2, ncols * (w + 2) + 2, c), 255, dtype=np.uint8)
+    for i, image in enumerate(big):
+        r, k = divmod(i, ncols)
+        canvas[2 + r * (h + 2) : r * (h + 2) + h + 2, 2 + k * (w + 2) : k * (w + 2) + w + 2] = image
+    return canvas
+
+
+def save_grid(rows: list[tuple[str, np.ndarray]], path: Path, title: str | None = None) -> Path:
+    """Rows of uint8 (n, H, W, C) images, each row labelled on its left, under a title."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ncols = max(len(images) for _, images in rows)
+    pictures = [mosaic(images, ncols) for _, images in rows]
+    height, width = sum(p.shape[0] for p in pictures), pictures[0].shape[1]
+    dpi = 100
+    figure = Figure(figsize=(width / dpi + 1.6, height / dpi + 0.6), dpi=dpi)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, (label, _), picture in zip(axes, rows, pictures, strict=True):
+        ax.imshow(picture.squeeze(-1) if picture.shape[-1] == 1 else picture, cmap="gray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+        for side in ax.spines.values():
+            side.set_visible(False)
+    if title:
+        figure.suptitle(textwrap.fill(title, 90), fontsize=9)
+    figure.subplots_adjust(left=1.5 / (width / dpi + 1.6), right=0.99, top=0.92, bottom=0.01)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if samples.ndim == 4:
-        from torchvision.utils import save_image
+    figure.savefig(path, dpi=dpi)
+    return path
 
-        grid = from_uint8_nhwc(samples[:max_images])
-        zoom = max(1, 32 // grid.shape[-1])  # tiny images (8×8 digits) are shown enlarged
-        grid = torch.nn.functional.interpolate(grid, scale_factor=zoom, mode="nearest")
-        save_image((grid + 1) / 2, path, nrow=int(np.ceil(np.sqrt(len(grid)))), pad_value=1.0)
-        return path
-    fig, ax = plt.subplots(figsize=(5, 5))
+
+def grid_rows(images: np.ndarray, labels: np.ndarray | None) -> list[tuple[str, np.ndarray]]:
+    """A square-ish grid's rows, labelled by sample indices (and class labels when given)."""
+    ncols = int(np.ceil(np.sqrt(len(images))))
+    rows = []
+    for start in range(0, len(images), ncols):
+        end = min(start + ncols, len(images))
+        label = f"#{start}–{end - 1}"
+        if labels is not None and (labels[start:end] >= 0).all():
+            label += "\nclass " + " ".join(str(int(y)) for y in labels[start:end])
+        rows.append((label, images[start:end]))
+    return rows
+
+
+def points_figure() -> tuple:
+    """A (figure, axes) pair for 2-D points on the toy2d square."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 5), layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    ax.set(xlim=(-1.3, 1.3), ylim=(-1.3, 1.3), aspect="equal", xlabel="$x_1$", ylabel="$x_2$")
+    return figure, ax
+
+
+def save_scatter(points: np.ndarray, path: Path, mixture=None, title: str | None = None) -> Path:
+    """2-D points over the exact log-density of ``mixture`` (when given)."""
+    figure, ax = points_figure()
     if mixture is not None:
         grid = torch.linspace(-1.3, 1.3, 200)
         xx, yy = torch.meshgrid(grid, grid, indexing="xy")
         density = mixture.log_prob(torch.stack([xx.flatten(), yy.flatten()], 1)).reshape(200, 200)
-        ax.contourf(xx, yy, density.clamp(min=-8), levels=20, cmap="Blues")
-    ax.scatter(samples[:, 0], samples[:, 1], s=2, c="tab:red", alpha=0.5)
-    ax.set(xlim=(-1.3, 1.3), ylim=(-1.3, 1.3), aspect="equal", title=path.stem)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+        filled = ax.contourf(xx, yy, density.clamp(min=-8), levels=20, cmap="Blues")
+        figure.colorbar(filled, ax=ax, label="exact log-density of the data (contours)")
+    ax.scatter(points[:, 0], points[:, 1], s=3, c="tab:red", alpha=0.6, label="samples")
+    ax.set_title(textwrap.fill(title or path.stem, 70), fontsize=9)
+    ax.legend(loc="upper right", fontsize=8, title=f"n = {len(points)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def save_picture(
+    samples: np.ndarray,
+    path: Path,
+    mixture=None,
+    max_images: int = 64,
+    title: str | None = None,
+    labels: np.ndarray | None = None,
+) -> Path:
+    """A sample grid (images, rows labelled) or a scatter plot over the exact log-density
+    (toy2d points), titled ``title`` (the method and its settings)."""
+    if samples.ndim == 4:
+        head = labels[:max_images] if labels is not None else None
+        return save_grid(grid_rows(samples[:max_images], head), path, title)
+    return save_scatter(samples, path, mixture, title)
+
+
+def save_score_extremes(
+    real: np.ndarray, scores: np.ndarray, path: Path, title: str, count: int = 10, mixture=None
+) -> Path:
+    """The first paper's Fig. 2: the real samples with the lowest, median and highest minority
+    scores (images: one labelled row each; 2-D points: all points coloured by score, the three
+    groups marked).
+
+    Args:
+        real: stored real data, uint8 (N, H, W, C) or float (N, 2).
+        scores: minority scores (N,).
+        path: the ``.png``.
+        title: figure title (dataset and score settings).
+        count: samples per group.
+    """
+    order = np.argsort(scores, kind="stable")
+    middle = len(order) // 2 - count // 2
+    groups = {
+        "lowest": order[:count],
+        "median": order[middle : middle + count],
+        "highest": order[-count:][::-1],
+    }
+    if real.ndim == 4:
+        rows = [
+            (f"{name}\nscores {scores[idx].min():.3g}–{scores[idx].max():.3g}", real[idx])
+            for name, idx in groups.items()
+        ]
+        return save_grid(rows, path, title)
+    figure, ax = points_figure()
+    dots = ax.scatter(real[:, 0], real[:, 1], s=2, c=scores, cmap="viridis")
+    figure.colorbar(dots, ax=ax, label="minority score")
+    for (name, idx), marker in zip(groups.items(), ("v", "o", "^"), strict=True):
+        ax.scatter(*real[idx].T, s=40, marker=marker, edgecolors="k", facecolors="none", label=name)
+    ax.set_title(textwrap.fill(title, 70), fontsize=9)
+    ax.legend(loc="lower left", fontsize=8, title=f"{count} real points each")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
     return path

@@ -31,6 +31,7 @@ class _Stage:
     scores: Any = MISSING
     classifier: Any = MISSING
     run_dir: Any = MISSING
+    weights: Any = MISSING
 
 
 @dataclass
@@ -69,6 +70,7 @@ class SampleSchema(_Run):
     table: str = MISSING
     run_name: str = MISSING
     overwrite: bool = MISSING
+    optimized_metric: str | None = MISSING
 
 
 @dataclass

@@ -32,6 +32,11 @@ def batch_ranges(num_samples: int, batch_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + batch_size, num_samples)) for s in range(0, num_samples, batch_size)]
 
 
+def only_item(batch: list[tuple[int, int]]) -> tuple[int, int]:
+    """The single range of a one-range batch."""
+    return batch[0]
+
+
 class SamplingModule(pl.LightningModule):
     """Draw samples for batches of global indices.
 
@@ -80,7 +85,8 @@ class SamplingModule(pl.LightningModule):
     def predict_dataloader(self) -> DataLoader:
         """This rank's share of the batches: ranges r, r+W, r+2W, …"""
         rank, world = self.trainer.global_rank, self.trainer.world_size
-        return DataLoader(self.ranges[rank::world], batch_size=None)
+        # One range per batch through a batch sampler, so Lightning can track batch indices.
+        return DataLoader(self.ranges[rank::world], batch_size=1, collate_fn=only_item)
 
     def class_labels(self, indices: Sequence[int]) -> Tensor | None:
         """Per-sample random labels drawn from the sample's own seed (None if unconditional),

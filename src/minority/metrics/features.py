@@ -18,8 +18,9 @@ Extractors (``get_feature_extractor(name)``):
 - ``pixels``: the samples themselves, flattened (embedded data: 2-D points, 8 × 8 digits).
 
 Images are (N, C, H, W) floats in [−1, 1] or uint8 (N, H, W, C) arrays (guided-diffusion's
-sample format); one channel is repeated to three. Weights are never downloaded: a missing file
-raises :class:`~minority.errors.MissingWeightsError` naming it and where to put it.
+sample format); one channel is repeated to three. Weights are found (or, when allowed, fetched
+and hash-checked) by :func:`minority.weights.find_weights`; a missing file raises
+:class:`~minority.errors.MissingWeightsError` naming it and where to put it.
 """
 
 from __future__ import annotations

@@ -114,6 +114,32 @@ def _finite(values: object) -> np.ndarray:
     return arr[np.isfinite(arr)]
 
 
+CLIP_QUANTILES = (0.005, 0.995)
+
+
+def clipped_edges(values: Sequence[np.ndarray], bins: int) -> np.ndarray:
+    """Shared histogram edges over the 0.5–99.5 % quantiles of all ``values``, so a few
+    outliers do not squeeze the rest into a couple of bins."""
+    low, high = np.quantile(np.concatenate(values), CLIP_QUANTILES)
+    return np.linspace(low, high if high > low else low + 1.0, bins + 1)
+
+
+def clipped_hist(ax, values: np.ndarray, edges: np.ndarray, **style) -> None:
+    """A density histogram of ``values`` clipped into ``edges`` (outliers in the end bins)."""
+    ax.hist(np.clip(values, edges[0], edges[-1]), bins=edges, density=True, **style)
+
+
+def score_figure(count: int) -> tuple[Figure, np.ndarray]:
+    figure = Figure(figsize=(4.8 * count, 3.8), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(1, count, squeeze=False)[0]
+
+
+def label_score_axes(ax, name: str) -> None:
+    ax.set_xlabel(f"{name} (clipped to its 0.5–99.5 % quantiles)")
+    ax.set_ylabel("density")
+
+
 def plot_score_distributions(
     path: str | os.PathLike,
     scores: Mapping[str, tuple[object, object]],
@@ -126,26 +152,60 @@ def plot_score_distributions(
         path: output ``.png``.
         scores: metric name -> (generated (N,), real (M,)) per-sample values, e.g.
             ``{"AvgkNN": (...), "LOF": (...)}``; non-finite values are left out.
-        title: figure title.
-        bins: histogram bins, shared by both sets of a panel.
+        title: figure title (the method and its settings).
+        bins: histogram bins over the 0.5–99.5 % quantiles, shared by both sets of a panel.
 
     Returns:
         ``path``.
     """
     path = Path(path)
-    figure = Figure(figsize=(4.5 * len(scores), 3.5), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, len(scores), squeeze=False)[0]
+    figure, axes = score_figure(len(scores))
     for ax, (name, (generated, real)) in zip(axes, scores.items(), strict=True):
         gen, ref = _finite(generated), _finite(real)
-        edges = np.histogram_bin_edges(np.concatenate([gen, ref]), bins=bins)
-        ax.hist(ref, bins=edges, density=True, alpha=0.5, label="real")
-        ax.hist(gen, bins=edges, density=True, alpha=0.5, label="generated")
-        ax.set_xlabel(name)
-        ax.set_ylabel("density")
-        ax.legend()
+        edges = clipped_edges([gen, ref], bins)
+        clipped_hist(ax, ref, edges, alpha=0.5, label=f"real data (n = {len(ref)})")
+        clipped_hist(ax, gen, edges, alpha=0.5, label=f"generated (n = {len(gen)})")
+        label_score_axes(ax, name)
+        ax.legend(fontsize=8)
     if title:
-        figure.suptitle(title)
+        figure.suptitle(title, fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def plot_runs_overlay(
+    path: str | os.PathLike,
+    runs: Mapping[str, Mapping[str, object]],
+    real: Mapping[str, object],
+    title: str,
+    bins: int = 50,
+) -> Path:
+    """Every run's per-sample score distribution in one plot per metric, against the real data.
+
+    Args:
+        path: output ``.png``.
+        runs: run name -> metric name -> generated per-sample values (N,).
+        real: metric name -> the real data's per-sample values (M,).
+        title: figure title (the dataset).
+        bins: histogram bins over the 0.5–99.5 % quantiles of all runs and the real data.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    names = list(real)
+    figure, axes = score_figure(len(names))
+    for ax, name in zip(axes, names, strict=True):
+        ref = _finite(real[name])
+        gens = {run: _finite(v[name]) for run, v in runs.items() if name in v}
+        edges = clipped_edges([ref, *gens.values()], bins)
+        clipped_hist(ax, ref, edges, color="0.8", label="real data")
+        for run, gen in gens.items():
+            clipped_hist(ax, gen, edges, histtype="step", linewidth=1.5, label=run)
+        label_score_axes(ax, name)
+        ax.legend(fontsize=7)
+    figure.suptitle(title, fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     return path

@@ -192,7 +192,9 @@ def sample(
     x = init.initial_noise(noise, shape)
     check_finite(x, "in the initial noise x_T")
     indices = range(init.start_index(num_steps), -1, -1)
-    for i in tqdm(indices, disable=not progress, desc=f"{sampler} sampling", leave=False):
+    # disable=None: no bar when the output is not a terminal (no escape codes in log files)
+    bar = tqdm(indices, disable=None if progress else True, desc=f"{sampler} sampling", leave=False)
+    for i in bar:
         fires = guide is not None and guide.schedule.fires(i, num_steps)
         out = step(
             denoiser,

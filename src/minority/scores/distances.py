@@ -3,7 +3,7 @@
 Each distance maps two batches (B, …) to (B,). ``lpips-vgg`` / ``lpips-alex`` /
 ``lpips-squeeze`` expect images in [−1, 1] with 1 or 3 channels (1 is repeated to 3). The
 ``lpips`` wheel ships only the linear heads; the ImageNet trunk is read from a local file found
-by :func:`minority.weights.find_weights` (torch hub's cache by default), never downloaded.
+by :func:`minority.weights.find_weights` (torch hub's cache; fetched and hash-checked when allowed).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from torch.utils.data import (
 )
 
 from minority.errors import UserError, require
+from minority.lit.progress import StepProgressBar, progress_callback
 
 log = logging.getLogger("minority")
 
@@ -45,27 +46,41 @@ def run_dir(cfg: DictConfig) -> Path:
     return folder
 
 
-def make_logger(cfg: DictConfig, folder: Path, name: str, resume_step: int | None = None) -> Any:
-    """CSV logger by default; ``logger=wandb`` logs the composed config to W&B (offline-ready).
-
-    A run resumed at ``resume_step`` keeps its CSV history before that step and appends to it.
-    """
-    if cfg.logger.name == "wandb":
-        from pytorch_lightning.loggers import WandbLogger
-
-        logger = WandbLogger(
-            project=cfg.logger.project,
-            entity=cfg.logger.entity,
-            mode=cfg.logger.mode,
-            save_dir=str(folder),
-            name=name,
-            tags=list(cfg.logger.tags),
-        )
-        logger.log_hyperparams(plain(cfg))
-        return logger
+def csv_logger(cfg: DictConfig, folder: Path, job_type: str, resume_step: int | None) -> Any:
+    """CSV logs in ``folder/logs``; a run resumed at ``resume_step`` keeps its history before
+    that step and appends to it."""
     from minority.tasks.csv_log import ResumedCSVLogger
 
     return ResumedCSVLogger(save_dir=str(folder), name="logs", version="", resume_step=resume_step)
+
+
+def tensorboard_logger(
+    cfg: DictConfig, folder: Path, job_type: str, resume_step: int | None
+) -> Any:
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    return TensorBoardLogger(save_dir=str(folder), name="tensorboard", version="")
+
+
+def wandb_logger(cfg: DictConfig, folder: Path, job_type: str, resume_step: int | None) -> Any:
+    from minority.tasks.tracking import make_wandb_logger
+
+    return make_wandb_logger(cfg, folder, job_type)
+
+
+LOGGERS = {"csv": csv_logger, "tensorboard": tensorboard_logger, "wandb": wandb_logger}
+
+
+def make_logger(
+    cfg: DictConfig, folder: Path, job_type: str, resume_step: int | None = None
+) -> Any:
+    """The ``logger`` node's logger: ``csv`` (default), ``wandb``, ``tensorboard``, or the
+    list named by ``logger.loggers`` (``logger=many``: CSV and W&B)."""
+    kinds = list(cfg.logger.get("loggers") or [cfg.logger.name])
+    unknown = sorted(set(kinds) - set(LOGGERS))
+    require(not unknown, f"Unknown logger {unknown}; choose from {sorted(LOGGERS)}.")
+    loggers = [LOGGERS[kind](cfg, folder, job_type, resume_step) for kind in kinds]
+    return loggers if len(loggers) > 1 else loggers[0]
 
 
 def make_trainer(
@@ -73,13 +88,16 @@ def make_trainer(
     folder: Path,
     name: str,
     resume_step: int | None = None,
+    epoch_length: int | None = None,
     **task_defaults: Any,
 ) -> pl.Trainer:
     """A Trainer from the ``trainer`` node, logging into ``folder`` (appending to the logs of
-    a run resumed at ``resume_step``).
+    a run resumed at ``resume_step``); progress counts steps (a bar in a terminal, log lines
+    otherwise).
 
     ``task_defaults`` (e.g. ``max_epochs=-1``) apply unless the ``trainer`` node sets the same
     key: what the user configures wins. A null value leaves Lightning's default.
+    ``log_every_n_steps`` is capped at ``epoch_length`` (batches per epoch) so short epochs log.
 
     Raises:
         UserError: an unknown Trainer option, a non-positive ``max_steps``, or settings
@@ -95,10 +113,17 @@ def make_trainer(
         f"trainer.accelerator={kwargs.get('accelerator')} needs a CUDA GPU and none is visible "
         "here; use trainer=cpu (or trainer=ddp_cpu for two CPU processes).",
     )
+    if epoch_length is not None:
+        every = int(kwargs.get("log_every_n_steps", 50))
+        kwargs["log_every_n_steps"] = max(1, min(every, epoch_length))
+    progress = progress_callback(bool(kwargs.pop("enable_progress_bar", True)))
+    callbacks = [*kwargs.pop("callbacks", []), *([progress] if progress else [])]
     try:
         return pl.Trainer(
             default_root_dir=str(folder),
             logger=make_logger(cfg, folder, name, resume_step),
+            enable_progress_bar=isinstance(progress, StepProgressBar),
+            callbacks=callbacks,
             **kwargs,
         )
     except MisconfigurationException as error:
@@ -116,23 +141,9 @@ def tensor_loader(*tensors: Tensor, batch_size: int, shuffle: bool) -> DataLoade
     return DataLoader(dataset, sampler=sampler, batch_size=None)
 
 
-def is_wandb(logger: Any) -> bool:
-    from pytorch_lightning.loggers import WandbLogger
-
-    return isinstance(logger, WandbLogger)
-
-
-def log_results(logger: Any, values: dict[str, Any], picture: Path) -> None:
-    """Send a run's metrics, its picture and a one-row metrics table to W&B (no-op otherwise)."""
-    if not is_wandb(logger):
-        return
-    if values:
-        logger.log_metrics({f"metrics/{k}": v for k, v in values.items()})
-        logger.log_table(key="metrics_table", columns=list(values), data=[list(values.values())])
-    logger.log_image(key="samples", images=[str(picture)])
-
-
 def close_logger(trainer: pl.Trainer | None) -> None:
     """Finish the W&B run, so the next job of a multirun starts its own."""
-    if trainer is not None and is_wandb(trainer.logger) and trainer.global_rank == 0:
-        trainer.logger.experiment.finish()
+    from minority.tasks.tracking import wandb_run
+
+    if trainer is not None and trainer.global_rank == 0 and (run := wandb_run(trainer.loggers)):
+        run.finish()

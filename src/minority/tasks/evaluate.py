@@ -19,6 +19,7 @@ from minority.errors import UserError
 from minority.metrics.features import get_feature_extractor
 from minority.metrics.ground_truth import digits_class_shares, toy2d_ground_truth
 from minority.metrics.outputs import (
+    plot_runs_overlay,
     plot_score_distributions,
     upsert_markdown_row,
     write_metrics_json,
@@ -26,7 +27,7 @@ from minority.metrics.outputs import (
 from minority.metrics.reference import most_unique_indices
 from minority.metrics.suite import compute_metrics
 from minority.metrics.validation import check_same_sample_size, load_samples_npz
-from minority.outputs import to_storage
+from minority.outputs import save_npz_atomic, to_storage
 from minority.provenance import file_fingerprint, read_json, record
 from minority.tasks.common import log, plain
 from minority.tasks.provenance import PROVENANCE_FILE
@@ -122,6 +123,40 @@ def ground_truth(samples: np.ndarray, real: RealData, dataset: dict[str, Any]) -
     return {}
 
 
+def run_title(run_cfg: DictConfig | None, fallback: str) -> str:
+    """The method and its settings, from a sample run's config (``fallback`` without one)."""
+    if run_cfg is None or "guidance" not in run_cfg:
+        return fallback
+    g, init = run_cfg.guidance, run_cfg.init
+    parts = ["unguided" if g.name == "none" else f"{g.name} guidance, w = {g.scale}"]
+    if g.name == "minority":
+        target = "L−1" if g.target_class is None else g.target_class
+        parts.append(f"l̃ = {target}")
+    if g.name != "none":
+        parts.append(f"schedule {run_cfg.schedule.kind} every {run_cfg.schedule.every}")
+    if init.name != "standard":
+        parts.append(f"{init.name} γ = {init.gamma}, skip {init.skip}")
+    sampler = run_cfg.sampler
+    parts.append(f"{sampler.name} {sampler.steps} steps, seed {run_cfg.seed}")
+    return f"{run_cfg.dataset.name}: " + ", ".join(str(p) for p in parts)
+
+
+def overlay_all_runs(work_dir: Path) -> Path | None:
+    """One plot of every run's per-sample scores in ``work_dir/samples`` against the real data."""
+    found = sorted(work_dir.glob("samples/*/per_sample.npz"))
+    if not found:
+        return None
+    runs, real = {}, {}
+    for path in found:
+        with np.load(path) as archive:
+            metrics = [k for k in archive.files if not k.endswith("_real")]
+            runs[path.parent.name] = {m.upper(): archive[m] for m in metrics}
+            real.update({m.upper(): archive[f"{m}_real"] for m in metrics})
+    return plot_runs_overlay(
+        work_dir / "distributions_all_runs.png", runs, real, f"{work_dir.name}: all sample runs"
+    )
+
+
 def evaluate_task(cfg: DictConfig) -> dict[str, Any]:
     """Compute, write and return the metrics of one sample archive."""
     located = locate_samples(cfg)
@@ -149,11 +184,18 @@ def evaluate_task(cfg: DictConfig) -> dict[str, Any]:
         },
     )
     if per_sample:
+        config = path.parent / "config.yaml"
+        title = run_title(OmegaConf.load(config) if config.is_file() else None, run)
         plot_score_distributions(
             path.parent / "distributions.png",
             {k.upper(): v for k, v in per_sample.items()},
-            title=run,
+            title=title,
         )
+        arrays = {}
+        for name, (generated, real_values) in per_sample.items():
+            arrays[name], arrays[f"{name}_real"] = np.asarray(generated), np.asarray(real_values)
+        save_npz_atomic(path.parent / "per_sample.npz", **arrays)
+        overlay_all_runs(located.table.parent)
     upsert_markdown_row(located.table, {"run": run_label(path, located.table), **values, **stamps})
     log.info("metrics: %s; table: %s", out, located.table)
     return values

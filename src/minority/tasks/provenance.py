@@ -67,6 +67,7 @@ def sampling_provenance(cfg: DictConfig) -> dict:
 def denoiser_provenance(cfg: DictConfig) -> dict:
     """What a trained denoiser depends on: model, diffusion, data, seed and training settings."""
     settings = {k: plain(cfg[k]) for k in ("model", "diffusion", "dataset", "train")}
+    settings["train"].pop("preview", None)  # pictures while training: no effect on the weights
     settings.update(seed=int(cfg.seed), max_steps=int(cfg.trainer.max_steps))
     return record(settings)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,10 @@ from minority.lit.sampling import SamplingModule, ShardWriter, pending_ranges
 from minority.models.build import build_diffusion_for, is_class_conditional, load_denoiser
 from minority.outputs import merge_shards, save_picture
 from minority.sampling.init import Initialisation
-from minority.tasks.common import close_logger, log, log_results, make_trainer, plain, run_dir
-from minority.tasks.evaluate import evaluate_task
+from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir
+from minority.tasks.evaluate import evaluate_task, run_title
 from minority.tasks.provenance import prepare_run_folder, run_folder_lock, sampling_provenance
+from minority.tasks.tracking import log_results, log_stage, sample_run_artifacts
 
 
 def check_sampling_config(cfg: DictConfig) -> None:
@@ -111,7 +113,7 @@ def build_sampling_module(cfg: DictConfig, ranges: list[tuple[int, int]]) -> Sam
 # The results a sample run leaves (cleared by overwrite=true); a run writes the first ones anew,
 # and the evaluation's when it evaluates.
 MERGED = ("samples.npz", "grid.png", "scatter.png")
-EVALUATION = ("metrics.json", "distributions.png")
+EVALUATION = ("metrics.json", "distributions.png", "per_sample.npz")
 SAMPLE_RESULTS = ("shards", *MERGED, *EVALUATION)
 
 
@@ -155,14 +157,37 @@ def draw_samples(cfg: DictConfig, folder: Path) -> Path:
         if trainer.global_rank != 0:
             return folder / "samples.npz"
     out = merge_shards(shards, int(cfg.num_samples), folder / "samples.npz")
-    samples = np.load(out)["arr_0"]
+    with np.load(out) as archive:
+        samples, labels = archive["arr_0"], archive["arr_1"]
     mixture = build_dataset(plain(cfg.dataset)).mixture if cfg.dataset.name == "toy2d" else None
     picture = save_picture(
-        samples, folder / ("scatter.png" if samples.ndim == 2 else "grid.png"), mixture
+        samples,
+        folder / ("scatter.png" if samples.ndim == 2 else "grid.png"),
+        mixture,
+        title=run_title(cfg, folder.name),
+        labels=labels,
     )
     log.info("samples: %s, picture: %s", out, picture)
     values = evaluate_task(cfg) if cfg.evaluate else {}
     if trainer is not None:
-        log_results(trainer.logger, values, picture)
+        plots = {"samples": picture, "distributions": folder / "distributions.png"}
+        log_results(trainer.loggers, values, {k: p for k, p in plots.items() if p.is_file()})
+        log_stage(trainer.loggers, *sample_run_artifacts(cfg, folder, cfg.checkpoint))
     close_logger(trainer)
     return out
+
+
+def chosen_metric(cfg: DictConfig) -> float | None:
+    """The run's ``optimized_metric`` from its ``metrics.json`` (what a Hydra sweeper such as
+    Optuna minimises or maximises); None when no metric is chosen."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    path = Path(cfg.run_dir) / "metrics.json"
+    require(cfg.evaluate and path.is_file(), "optimized_metric needs evaluate=true.")
+    values = json.loads(path.read_text())
+    require(
+        values.get(name) is not None,
+        f"optimized_metric '{name}' is not among this run's metrics ({', '.join(sorted(values))}).",
+    )
+    return float(values[name])

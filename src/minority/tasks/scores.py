@@ -16,11 +16,12 @@ from torch.utils.data import DataLoader
 from minority.data import build_dataset
 from minority.lit.scoring import MinorityScoreModule, indexed_dataset
 from minority.models.build import load_denoiser
-from minority.outputs import torch_save_atomic
+from minority.outputs import save_score_extremes, to_storage, torch_save_atomic
 from minority.scores.labels import minority_labels, stratified_split
 from minority.scores.minority_score import scores_by_index
 from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir
 from minority.tasks.provenance import scores_provenance, up_to_date
+from minority.tasks.tracking import log_stage, stage_artifact
 
 
 class ScoreCollector(pl.Callback):
@@ -93,7 +94,17 @@ def compute_scores(cfg: DictConfig) -> Path:
             "provenance": provenance,
         }
         torch_save_atomic(content, out)
-        log.info("minority scores of %d samples saved to %s", len(scores), out)
+        figure = save_score_extremes(
+            to_storage(data.x),
+            scores.numpy(),
+            folder / "score_extremes.png",
+            f"{cfg.dataset.name}: real samples with the lowest, median and highest minority "
+            f"scores ({s.distance}, t = {s.perturb_t}, {s.num_draws} draws)",
+        )
+        log.info("minority scores of %d samples saved to %s; figure: %s", len(scores), out, figure)
+        log_stage(
+            trainer.loggers, [stage_artifact(cfg, "denoiser")], [stage_artifact(cfg, "scores")]
+        )
     trainer.strategy.barrier()
     close_logger(trainer)
     return out

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from minority.data import build_dataset
@@ -21,6 +21,7 @@ from minority.tasks.provenance import (
     resume_checkpoint,
     up_to_date,
 )
+from minority.tasks.tracking import log_stage, stage_artifact
 
 
 def check_scores_exist(cfg: DictConfig) -> None:
@@ -76,11 +77,13 @@ def train_classifier(cfg: DictConfig) -> Path:
             data.x[idx], labels[idx], batch_size=int(c.batch_size), shuffle=shuffle
         )
 
+    train_loader = loader(scores["train_idx"], True)
     trainer = make_trainer(
         cfg,
         folder,
         "classifier",
         resume_step=resume.step if resume else None,
+        epoch_length=len(train_loader),
         max_epochs=-1,
         val_check_interval=None,
         check_val_every_n_epoch=None,
@@ -89,11 +92,12 @@ def train_classifier(cfg: DictConfig) -> Path:
                 dirpath=folder / "checkpoints", save_last=True, every_n_train_steps=500
             ),
             RecordProvenance(provenance),
+            LearningRateMonitor(logging_interval="step"),
         ],
     )
     trainer.fit(
         module,
-        loader(scores["train_idx"], True),
+        train_loader,
         loader(scores["val_idx"], False),
         ckpt_path=resume.path if resume else None,
     )
@@ -107,5 +111,6 @@ def train_classifier(cfg: DictConfig) -> Path:
         torch_save_atomic(content, out)
         log.info("minority classifier saved to %s (fingerprint %s)", out, provenance["fingerprint"])
     trainer.strategy.barrier()
+    log_stage(trainer.loggers, [stage_artifact(cfg, "scores")], [stage_artifact(cfg, "classifier")])
     close_logger(trainer)
     return out

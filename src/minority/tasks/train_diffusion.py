@@ -7,11 +7,12 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint, WeightAveraging
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, WeightAveraging
 from torch import Tensor
 
 from minority.data import build_dataset
 from minority.lit.diffusion import DiffusionModule
+from minority.lit.previews import SamplePreview
 from minority.models.build import save_checkpoint
 from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir, tensor_loader
 from minority.tasks.provenance import (
@@ -20,6 +21,7 @@ from minority.tasks.provenance import (
     resume_checkpoint,
     up_to_date,
 )
+from minority.tasks.tracking import log_stage, stage_artifact
 
 
 def ema_with_warmup(decay: float):
@@ -39,6 +41,19 @@ def ema_weights(last_ckpt: Path) -> dict[str, Tensor]:
     state = torch.load(last_ckpt, map_location="cpu", weights_only=False)["state_dict"]
     prefix = "denoiser.net."
     return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+
+
+def preview(cfg: DictConfig, folder: Path, data) -> SamplePreview:
+    """Sample pictures every ``train.preview.every`` steps into ``<run>/previews``."""
+    p = cfg.train.preview
+    return SamplePreview(
+        int(p.every),
+        int(p.count),
+        int(p.steps),
+        folder / "previews",
+        data.sample_shape,
+        data.mixture,
+    )
 
 
 def train_diffusion(cfg: DictConfig) -> Path:
@@ -70,10 +85,13 @@ def train_diffusion(cfg: DictConfig) -> Path:
         "diffusion",
         resume_step=resume.step if resume else None,
         max_epochs=-1,
+        epoch_length=len(loader),
         callbacks=[
             WeightAveraging(avg_fn=ema_with_warmup(float(cfg.train.ema_decay))),
             checkpoints,
             RecordProvenance(provenance),
+            LearningRateMonitor(logging_interval="step"),
+            preview(cfg, folder, data),
         ],
     )
     trainer.fit(module, loader, ckpt_path=resume.path if resume else None)
@@ -91,5 +109,6 @@ def train_diffusion(cfg: DictConfig) -> Path:
         save_checkpoint(out, module.denoiser, meta)
         log.info("denoiser saved to %s (fingerprint %s)", out, provenance["fingerprint"])
     trainer.strategy.barrier()
+    log_stage(trainer.loggers, [], [stage_artifact(cfg, "denoiser")])
     close_logger(trainer)
     return out
