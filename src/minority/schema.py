@@ -43,12 +43,12 @@ class _Run(_Stage):
     logger: Any = MISSING
     seed: int = MISSING
     stage_dir: str = MISSING
+    train: Any = MISSING  # task=diffusion's settings; presets such as experiment=digits set them
 
 
 @dataclass
 class TrainSchema(_Run):
     task: str = MISSING
-    train: Any = MISSING
     steps_of_task: Any = MISSING
     resume: str = MISSING
     ckpt_path: str | None = MISSING
