@@ -206,7 +206,7 @@ class UNetModel(_ADMBase):
         num_heads_upsample: heads in the decoder; −1 means ``num_heads``.
         use_scale_shift_norm: FiLM conditioning in residual blocks.
         resblock_updown: residual blocks for up/downsampling.
-        use_new_attention_order: q/k/v split before heads (see ``qkv_attention``).
+        use_new_attention_order: q/k/v split before heads (see ``token_attention``).
         dtype: explicit autocast dtype (torch dtype or name); overrides ``use_fp16``.
     """
 
