@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 from adm_helpers import random_state_dict
+from pipeline_helpers import make_config
 from torch import nn
 
 from minority.errors import UserError
@@ -19,6 +20,7 @@ from minority.models import runtime
 from minority.models.adm import create_classifier, create_model
 from minority.models.adm.layers import GroupNorm32
 from minority.models.runtime import CompiledOrEager, prepare_network
+from minority.tasks.common import plain
 
 FLAGS = dict(
     image_size=32,
@@ -161,3 +163,10 @@ def test_unknown_mode_and_convert_of_a_non_adm_network_are_user_errors() -> None
         prepare_network(nn.Linear(2, 2), "fp8")
     with pytest.raises(UserError, match="ADM network"):
         prepare_network(nn.Linear(2, 2), "convert")
+
+
+def test_sample_config_precision_node_fits_prepare_network(tmp_path) -> None:
+    cfg = make_config("sample", tmp_path, "precision.channels_last=true")
+    net = create_model(FLAGS)
+    assert prepare_network(net, **plain(cfg.precision)) is net
+    assert net.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
