@@ -11,6 +11,11 @@ side by side in one process (variants interleaved):
 * the whole-run ratio self-guided (guidance every n = 5 respaced steps) / ancestral, measured,
   and as predicted from the step costs: (T' − G + G·c)/T' with G guided steps of cost c.
 
+With ``--authors-sg PATH --authors-mg PATH`` (checkouts of the authors' sg-minority and
+minority-guidance repositories, imported from there, never copied) it also times, on the same
+weights at 64×64, the authors' ancestral, self-guided (every step and every n-th) and
+minority-guided runs side by side with the project's, and prints project / authors.
+
 Every ratio is relative to the unguided step (or run) of the same model. Times are the minimum
 over interleaved repeats, the estimate least disturbed by other processes on shared cores
 (with 2 threads on a busy machine, each of the UNet's many small parallel ops may wait for a
@@ -20,17 +25,23 @@ measures the work itself). From the repo root:
     python benchmarks/bench_guided_steps.py            # full (several minutes on 2 free cores)
     python benchmarks/bench_guided_steps.py --quick    # a short smoke run (width-32 UNet)
     python benchmarks/bench_guided_steps.py --threads 1 --cpu-time   # on a busy machine
+    python benchmarks/bench_guided_steps.py --threads 1 --cpu-time --only-authors \
+        --authors-sg ../sg-minority --authors-mg ../minority-guidance
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import Tensor
 
@@ -194,6 +205,137 @@ def report(
         print(f"| {name:<30} | {cost:>10.2f} | {run:>19} | {predicted:>19} |")
 
 
+def import_authors(checkout: Path) -> ModuleType:
+    """``guided_diffusion.script_util`` of an authors' checkout, imported from there.
+
+    Both authors' repositories name their package ``guided_diffusion``; each import is kept out
+    of ``sys.modules`` afterwards so the two checkouts can be loaded side by side.
+    """
+
+    def loaded() -> list[str]:
+        return [name for name in sys.modules if name.split(".")[0] == "guided_diffusion"]
+
+    saved = {name: sys.modules.pop(name) for name in loaded()}
+    sys.path.insert(0, str(checkout))
+    try:
+        return importlib.import_module("guided_diffusion.script_util")
+    finally:
+        sys.path.remove(str(checkout))
+        for name in loaded():
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+def authors_model(script_util: ModuleType, setup: Setup, width: int) -> torch.nn.Module:
+    """The authors' UNet with the setup's weights, in eval mode as their samplers use it."""
+    model = script_util.create_model(
+        **ADM64_FLAGS, num_channels=width, num_head_channels=min(64, width)
+    )
+    model.load_state_dict(setup.denoiser.net.state_dict())
+    return model.eval()
+
+
+def authors_classifier(script_util: ModuleType, setup: Setup, width: int) -> torch.nn.Module:
+    """The authors' noisy classifier (EncoderUNetModel) with the setup's classifier weights."""
+    flags = {**script_util.classifier_defaults(), **ADM64_CLASSIFIER}
+    flags.update(classifier_width=width, out_channels=NUM_LEVELS)
+    classifier = script_util.create_classifier(**flags)
+    classifier.load_state_dict(setup.classifier.state_dict())
+    return classifier.eval()
+
+
+def authors_sg_kwargs(every: int) -> dict:
+    """The authors' self-guidance arguments matching :func:`guides` (l2, p_ratio 0.8, w 0.4)."""
+    return dict(
+        use_ms_grad=True,
+        norm_for_mg=2.0,
+        t_mid=-1.0,
+        mg_scale=0.4,
+        p_ratio=0.8,
+        num_mc_samples=1,
+        mg_scale_type="var",
+        use_normed_grad=True,
+        mg_clip_denoised=False,
+        loss_lpips=None,
+        inter_rate=every,
+    )
+
+
+def authors_jobs(
+    sg: ModuleType, mg: ModuleType, setup: Setup, width: int, num_steps: int, every: int
+) -> dict[str, Callable[[], object]]:
+    """Whole runs with the authors' samplers, by row label (the same rows as ``project_jobs``)."""
+    spacing = dict(steps=1000, learn_sigma=True, noise_schedule="cosine")
+    sg_diffusion = sg.create_gaussian_diffusion(**spacing, timestep_respacing=str(num_steps))
+    mg_diffusion = mg.create_gaussian_diffusion(**spacing, timestep_respacing=str(num_steps))
+    sg_model, mg_model = authors_model(sg, setup, width), authors_model(mg, setup, width)
+    classifier = authors_classifier(mg, setup, width)
+    target = torch.full((setup.shape[0],), NUM_LEVELS - 1)
+
+    def cond_fn(x: Tensor, t: Tensor) -> Tensor:  # the authors' classifier_sample.cond_fn
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(True)
+            log_probs = F.log_softmax(classifier(x_in, t), dim=-1)
+            selected = log_probs[range(len(log_probs)), target]
+            return torch.autograd.grad(selected.sum(), x_in)[0] * 3.5
+
+    def self_guided(n: int) -> Callable[[], object]:
+        kwargs = authors_sg_kwargs(n)
+        return lambda: sg_diffusion.p_sample_loop(sg_model, setup.shape, mg_kwargs=kwargs)
+
+    return {
+        "ancestral": lambda: sg_diffusion.p_sample_loop(sg_model, setup.shape),
+        "self-guided, every step": self_guided(1),
+        f"self-guided, every {every}th step": self_guided(every),
+        "minority-guided": lambda: mg_diffusion.p_sample_loop(
+            mg_model, setup.shape, cond_fn=cond_fn, model_kwargs={}
+        ),
+    }
+
+
+def project_jobs(
+    setup: Setup, diffusion: GaussianDiffusion, every: int
+) -> dict[str, Callable[[], object]]:
+    """Whole runs with this project's sampler, by row label."""
+
+    def run(guide: Guide | None) -> Callable[[], object]:
+        def job() -> Tensor:
+            noise = SeededNoise(0, range(setup.shape[0]))
+            return sample(setup.denoiser, diffusion, setup.shape, noise, guide=guide)
+
+        return job
+
+    every_step, sparse = guides(setup, 1), guides(setup, every)
+    return {
+        "ancestral": run(None),
+        "self-guided, every step": run(every_step["self-guided"]),
+        f"self-guided, every {every}th step": run(sparse["self-guided"]),
+        "minority-guided": run(every_step["minority-guided"]),
+    }
+
+
+def against_authors(args: argparse.Namespace, clock: Clock, num_steps: int, repeats: int) -> None:
+    """Print project / authors for whole runs on the same weights (ADM 64×64, width 64)."""
+    sg, mg = import_authors(args.authors_sg), import_authors(args.authors_mg)
+    width, batch = 64, 1 if args.quick else 4
+    setup = adm64_setup(batch, width)
+    diffusion = build_diffusion("cosine", 1000, str(num_steps), "learned_range")
+    theirs = authors_jobs(sg, mg, setup, width, num_steps, args.every)
+    ours = project_jobs(setup, diffusion, args.every)
+    jobs = {
+        f"{side} {name}": job
+        for name in ours
+        for side, job in (("a", theirs[name]), ("p", ours[name]))
+    }
+    times = interleaved_minima(jobs, repeats, clock, warm_up=False)
+    print(f"\n{setup.name}, batch {batch}, {num_steps} DDPM steps, the same weights")
+    print(f"| {'job':<28} | {'authors':>9} | {'project':>9} | {'project / authors':>17} |")
+    print(f"|{'-' * 30}|{'-' * 10}:|{'-' * 10}:|{'-' * 18}:|")
+    for name in ours:
+        a, p = times[f"a {name}"], times[f"p {name}"]
+        print(f"| {name:<28} | {a:>8.2f}s | {p:>8.2f}s | {p / a:>17.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats, short runs")
@@ -204,7 +346,15 @@ def main() -> None:
         action="store_true",
         help="time with the process's CPU clock: with --threads 1, immune to other processes",
     )
+    parser.add_argument("--authors-sg", type=Path, help="checkout of soobin-um/sg-minority")
+    parser.add_argument("--authors-mg", type=Path, help="checkout of soobin-um/minority-guidance")
+    parser.add_argument(
+        "--only-authors", action="store_true", help="only the table against the authors' code"
+    )
+    parser.add_argument("--run-steps", type=int, default=10, help="steps of the authors' runs")
     args = parser.parse_args()
+    if (args.authors_sg is None) != (args.authors_mg is None):
+        parser.error("give both --authors-sg and --authors-mg, or neither")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     clock = time.process_time if args.cpu_time else time.perf_counter
@@ -215,6 +365,10 @@ def main() -> None:
         f"{'CPU' if args.cpu_time else 'wall'} time, {num_steps}-step cosine grid; "
         "self-guidance: l2, p_ratio 0.8, M 1; minority guidance: L = 100"
     )
+    if args.authors_sg is not None:
+        against_authors(args, clock, 2 if args.quick else args.run_steps, run_repeats)
+    if args.only_authors:
+        return
     if args.quick:
         setups = (digits_setup(batch=16), adm64_setup(batch=1, width=32))
     else:

@@ -70,6 +70,7 @@ class SampleSchema(_Run):
     table: str = MISSING
     run_name: str = MISSING
     overwrite: bool = MISSING
+    precision: Any = MISSING
     optimized_metric: str | None = MISSING
 
 

@@ -40,7 +40,16 @@ from minority.tasks.common import is_rank_zero, log, plain
 
 PROVENANCE_FILE = "provenance.json"
 LOCK_FILE = "run.lock"
-SAMPLING_KEYS = ("model", "diffusion", "dataset", "guidance", "schedule", "init", "sampler")
+SAMPLING_KEYS = (
+    "model",
+    "diffusion",
+    "dataset",
+    "guidance",
+    "schedule",
+    "init",
+    "sampler",
+    "precision",
+)
 
 
 def inputs_present(paths: Mapping[str, Any]) -> dict[str, str]:

@@ -16,6 +16,7 @@ from minority.errors import require
 from minority.guidance.build import build_guide
 from minority.lit.sampling import SamplingModule, ShardWriter, pending_ranges
 from minority.models.build import build_diffusion_for, is_class_conditional, load_denoiser
+from minority.models.runtime import prepare_network
 from minority.outputs import merge_shards, save_picture
 from minority.sampling.init import Initialisation
 from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir
@@ -80,6 +81,7 @@ def build_sampling_module(cfg: DictConfig, ranges: list[tuple[int, int]]) -> Sam
     model_cfg = plain(cfg.model)
     low_res, labels = low_res_conditions(cfg, model_cfg)
     denoiser = load_denoiser(model_cfg, cfg.checkpoint, plain(cfg.diffusion))
+    denoiser.net = prepare_network(denoiser.net, **plain(cfg.precision))
     diffusion = build_diffusion_for(model_cfg, plain(cfg.diffusion), cfg.sampler.steps)
     shape = sample_shape(model_cfg, plain(cfg.dataset))
     context = {

@@ -57,27 +57,37 @@ def timestep_embedding(timesteps: Tensor, dim: int, max_period: float = 10000.0)
     return embedding
 
 
-def qkv_attention(qkv: Tensor, num_heads: int, per_head_order: bool) -> Tensor:
-    """Multi-head self-attention on a packed projection.
+def token_attention(qkv: Tensor, num_heads: int, per_head_order: bool) -> Tensor:
+    """Multi-head self-attention on a packed projection in token-major layout.
+
+    Each head's channels are the innermost axis here, so ``scaled_dot_product_attention``
+    takes its fused (flash) kernel on CPU and GPU; a channel-major layout would force the
+    slower math fallback.
 
     Args:
-        qkv: (N, 3·H·c, L) packed queries, keys and values over L tokens.
+        qkv: (N, L, 3·H·c) packed queries, keys and values of L tokens.
         num_heads: H.
         per_head_order: True for guided-diffusion's legacy layout, channels grouped per head as
             [q_h; k_h; v_h]; False for the "new" layout [q of all heads; k …; v …].
 
     Returns:
-        (N, H·c, L) attention output, heads stacked along channels. Scores are q·k/√c with a
+        (N, L, H·c) attention output, heads stacked along channels. Scores are q·k/√c with a
         softmax over keys.
     """
-    n, width, length = qkv.shape
+    n, length, width = qkv.shape
     c = width // (3 * num_heads)
     if per_head_order:
-        q, k, v = qkv.reshape(n, num_heads, 3 * c, length).split(c, dim=2)
+        parts = qkv.view(n, length, num_heads, 3, c).unbind(3)
     else:
-        q, k, v = (part.reshape(n, num_heads, c, length) for part in qkv.chunk(3, dim=1))
-    out = F.scaled_dot_product_attention(q.mT, k.mT, v.mT)
-    return out.mT.reshape(n, num_heads * c, length)
+        parts = qkv.view(n, length, 3, num_heads, c).unbind(2)
+    q, k, v = (part.transpose(1, 2) for part in parts)
+    out = F.scaled_dot_product_attention(q, k, v)
+    return out.transpose(1, 2).reshape(n, length, num_heads * c)
+
+
+def pointwise(conv: nn.Conv1d, tokens: Tensor) -> Tensor:
+    """A 1×1 ``Conv1d`` applied to token-major input: (N, L, C_in) -> (N, L, C_out)."""
+    return F.linear(tokens, conv.weight[..., 0], conv.bias)
 
 
 def heads_for(channels: int, num_heads: int, num_head_channels: int) -> int:
@@ -233,8 +243,9 @@ class AttentionBlock(nn.Module):
     def _forward(self, x: Tensor) -> Tensor:
         n, c, *spatial = x.shape
         tokens = x.reshape(n, c, -1)
-        h = qkv_attention(self.qkv(self.norm(tokens)), self.num_heads, self.per_head_order)
-        return (tokens + self.proj_out(h)).reshape(n, c, *spatial)
+        qkv = pointwise(self.qkv, self.norm(tokens).mT)
+        h = token_attention(qkv, self.num_heads, self.per_head_order)
+        return (tokens + pointwise(self.proj_out, h).mT).reshape(n, c, *spatial)
 
 
 class AttentionPool2d(nn.Module):
@@ -263,8 +274,9 @@ class AttentionPool2d(nn.Module):
         tokens = x.flatten(2)
         tokens = torch.cat([tokens.mean(dim=-1, keepdim=True), tokens], dim=-1)
         tokens = tokens + self.positional_embedding[None].to(tokens.dtype)
-        h = qkv_attention(self.qkv_proj(tokens), self.num_heads, per_head_order=False)
-        return self.c_proj(h[:, :, :1])[:, :, 0]
+        qkv = pointwise(self.qkv_proj, tokens.mT)
+        h = token_attention(qkv, self.num_heads, per_head_order=False)
+        return pointwise(self.c_proj, h[:, 0])
 
 
 class EmbedSequential(nn.Sequential):

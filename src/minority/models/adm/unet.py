@@ -4,10 +4,13 @@ Parameter names and shapes equal those of guided-diffusion's ``UNetModel``, ``Su
 ``EncoderUNetModel``, so the released checkpoints load with ``strict=True``. Networks receive
 **original** timesteps (no rescaling, no respaced indices).
 
-Precision: weights always stay float32. ``use_fp16=True`` (or ``dtype=torch.float16``) runs the
-forward pass under ``torch.autocast`` in float16 on CUDA (on CPU it runs in float32, where float16
-is slow); ``dtype=torch.bfloat16`` autocasts on CUDA and on CPU. GroupNorm stays in float32;
-outputs come back in the input's dtype.
+Precision: by default weights stay float32. ``use_fp16=True`` (or ``dtype=torch.float16``) runs
+the forward pass under ``torch.autocast`` in float16 on CUDA (on CPU it runs in float32, where
+float16 is slow); ``dtype=torch.bfloat16`` autocasts on CUDA and on CPU. GroupNorm stays in
+float32; outputs come back in the input's dtype. :meth:`_ADMBase.convert_torso` switches to
+guided-diffusion's ``convert_to_fp16`` semantics instead: the convolutions of the input, middle
+(and output) blocks are stored in the compute dtype and run without autocast, while
+normalisation, the time / label embeddings and the output head stay float32.
 """
 
 from __future__ import annotations
@@ -121,6 +124,7 @@ class _ADMBase(nn.Module):
         self.model_channels = model_channels
         self.out_channels = out_channels
         self.compute_dtype = resolve_compute_dtype(use_fp16, dtype)
+        self.torso_dtype: torch.dtype | None = None
         self.time_embed = _time_embed_mlp(model_channels)
 
     def _build_trunk(
@@ -175,7 +179,33 @@ class _ADMBase(nn.Module):
         return self.time_embed(timestep_embedding(t, self.model_channels))
 
     def _autocast(self, x: Tensor) -> AbstractContextManager:
+        if self.torso_dtype is not None:
+            return nullcontext()
         return autocast_context(x.device, self.compute_dtype)
+
+    def _torso_parts(self) -> list[nn.Module]:
+        return [self.input_blocks, self.middle_block]
+
+    def convert_torso(self) -> None:
+        """guided-diffusion's ``convert_to_fp16``: store the torso's convolutions in the compute
+        dtype (float16 or bfloat16, on every device) and run them without autocast.
+
+        The torso is ``input_blocks``, ``middle_block`` (and ``output_blocks``); normalisation
+        computes in float32, embeddings and the output head stay float32. Without a compute
+        dtype (plain float32) nothing changes. Call it after loading weights or before: loading
+        casts into the stored dtypes.
+        """
+        if self.compute_dtype is None:
+            return
+        for part in self._torso_parts():
+            for module in part.modules():
+                if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+                    module.to(self.compute_dtype)
+        self.torso_dtype = self.compute_dtype
+
+    def _into_torso(self, x: Tensor) -> Tensor:
+        """x in the torso's dtype (unchanged unless :meth:`convert_torso` was called)."""
+        return x if self.torso_dtype is None else x.to(self.torso_dtype)
 
 
 def _time_embed_mlp(model_channels: int) -> nn.Sequential:
@@ -206,7 +236,7 @@ class UNetModel(_ADMBase):
         num_heads_upsample: heads in the decoder; −1 means ``num_heads``.
         use_scale_shift_norm: FiLM conditioning in residual blocks.
         resblock_updown: residual blocks for up/downsampling.
-        use_new_attention_order: q/k/v split before heads (see ``qkv_attention``).
+        use_new_attention_order: q/k/v split before heads (see ``token_attention``).
         dtype: explicit autocast dtype (torch dtype or name); overrides ``use_fp16``.
     """
 
@@ -276,6 +306,9 @@ class UNetModel(_ADMBase):
             GroupNorm32(ch), nn.SiLU(), zero_init(nn.Conv2d(ch, out_channels, 3, padding=1))
         )
 
+    def _torso_parts(self) -> list[nn.Module]:
+        return [*super()._torso_parts(), self.output_blocks]
+
     def forward(self, x: Tensor, timesteps: Tensor | int, y: Tensor | None = None) -> Tensor:
         """Predict the network output at (x_t, t).
 
@@ -294,14 +327,14 @@ class UNetModel(_ADMBase):
             if y is not None:
                 emb = emb + self.label_emb(y)
             skips = []
-            h = x
+            h = self._into_torso(x)
             for block in self.input_blocks:
                 h = block(h, emb)
                 skips.append(h)
             h = self.middle_block(h, emb)
             for block in self.output_blocks:
                 h = block(torch.cat([h, skips.pop()], dim=1), emb)
-            out = self.out(h)
+            out = self.out(h.to(x.dtype))
         return out.to(x.dtype)
 
 
@@ -418,12 +451,12 @@ class EncoderUNetModel(_ADMBase):
     def _trunk(self, x: Tensor, timesteps: Tensor | int, means: list[Tensor] | None) -> Tensor:
         """Middle-block output; appends every block's spatial mean to ``means`` when given."""
         emb = self._embed(timesteps, x)
-        h = x
+        h = self._into_torso(x)
         for block in [*self.input_blocks, self.middle_block]:
             h = block(h, emb)
             if means is not None:
-                means.append(h.mean(dim=(2, 3)))
-        return h
+                means.append(h.to(x.dtype).mean(dim=(2, 3)))
+        return h.to(x.dtype)
 
     def features(self, x: Tensor, timesteps: Tensor | int) -> Tensor:
         """Middle-block features (N, trunk_channels, H/d, W/d) of x_t at original timesteps."""
