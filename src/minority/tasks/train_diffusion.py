@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
@@ -10,6 +11,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint, WeightAveraging
 from torch import Tensor
 
 from minority.data import build_dataset
+from minority.data.images import build_image_dataset
+from minority.lit.data import RealDataModule
 from minority.lit.diffusion import DiffusionModule
 from minority.models.build import save_checkpoint
 from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir, tensor_loader
@@ -26,6 +29,22 @@ def ema_with_warmup(decay: float):
     return update
 
 
+def training_data(cfg: DictConfig) -> tuple[Any, tuple[int, ...], dict[str, Any]]:
+    """The training batches, the shape of one sample and the Trainer options they need.
+
+    Image formats stream from disk through a :class:`RealDataModule` (``dataset.num_workers``
+    decoding processes); embedded data are batched from memory.
+    """
+    dataset_cfg, batch_size = plain(cfg.dataset), int(cfg.train.batch_size)
+    if dataset_cfg.get("format"):
+        dataset = build_image_dataset(dataset_cfg)
+        workers = int(dataset_cfg.get("num_workers", 0))
+        data = RealDataModule(batch_size, workers, train=dataset, seed=int(cfg.seed))
+        return data, tuple(dataset[0][0].shape), {"use_distributed_sampler": False}
+    real = build_dataset(dataset_cfg)
+    return tensor_loader(real.x, batch_size=batch_size, shuffle=True), real.sample_shape, {}
+
+
 def train_diffusion(cfg: DictConfig) -> Path:
     """Train, resuming from ``last.ckpt`` in the run folder if a previous run was cut short.
 
@@ -34,8 +53,7 @@ def train_diffusion(cfg: DictConfig) -> Path:
     """
     folder = run_dir(cfg)
     pl.seed_everything(cfg.seed, workers=True)
-    data = build_dataset(plain(cfg.dataset))
-    loader = tensor_loader(data.x, batch_size=int(cfg.train.batch_size), shuffle=True)
+    data, sample_shape, streaming = training_data(cfg)
     module = DiffusionModule(
         plain(cfg.model), plain(cfg.diffusion), float(cfg.train.lr), int(cfg.trainer.max_steps)
     )
@@ -47,18 +65,19 @@ def train_diffusion(cfg: DictConfig) -> Path:
         folder,
         "diffusion",
         max_epochs=-1,
+        **streaming,
         callbacks=[
             WeightAveraging(avg_fn=ema_with_warmup(float(cfg.train.ema_decay))),
             checkpoints,
         ],
     )
     last = folder / "checkpoints" / "last.ckpt"
-    trainer.fit(module, loader, ckpt_path=str(last) if last.is_file() else None)
+    trainer.fit(module, data, ckpt_path=str(last) if last.is_file() else None)
     meta = {
         "model": plain(cfg.model),
         "diffusion": plain(cfg.diffusion),
         "dataset": cfg.dataset.name,
-        "sample_shape": list(data.sample_shape),
+        "sample_shape": list(sample_shape),
     }
     path = save_checkpoint(cfg.paths.diffusion_ckpt, module.denoiser, meta)
     log.info("denoiser saved to %s", path)
