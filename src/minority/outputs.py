@@ -20,8 +20,9 @@ SHARD_PATTERN = re.compile(r"shard_(\d+)_(\d+)\.npz$")
 
 
 def to_uint8_nhwc(x: Tensor) -> np.ndarray:
-    """Images in [−1, 1], (N, C, H, W) -> uint8 (N, H, W, C), rounded as guided-diffusion."""
-    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    """Images in [−1, 1], (N, C, H, W) -> uint8 (N, H, W, C) as the authors' samplers save them:
+    ``((x + 1) * 127.5).clamp(0, 255).to(uint8)``, truncated (not rounded)."""
+    return ((x + 1) * 127.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def from_uint8_nhwc(array: np.ndarray) -> Tensor:

@@ -73,6 +73,7 @@ class ImageItems(Dataset):
     augment: str | None = None
     seed: int = 0
     epoch: int = 0
+    source_files: Sequence[Path] = ()  # the files items are read from (keys feature caches)
 
     def image(self, i: int) -> Image.Image | np.ndarray:
         """Item i as stored: a PIL RGB image or a uint8 (H, W, 3) array."""
@@ -150,7 +151,7 @@ class ImageFolderDataset(ImageItems):
             raise UserError(f"No images found under {folder}; it must hold {self.contents}.")
         labels = self.class_indices(paths, classes) if class_cond else None
         keep = subset_indices(len(paths), max_images, seed)
-        self.paths = [paths[i] for i in keep]
+        self.paths = self.source_files = [paths[i] for i in keep]
         self.labels = None if labels is None else [labels[i] for i in keep]
         self.random_flip, self.seed, self.augment = random_flip, seed, check_augment(augment)
         self.image_size = None if image_size is None else int(image_size)
@@ -306,6 +307,9 @@ class CIFAR10Dataset(ArrayImageDataset):
     ) -> None:
         images, labels = read_cifar10(Path(root).expanduser(), split)
         super().__init__(images, labels if class_cond else None, image_size, **kwargs)
+        self.source_files = [
+            cifar10_folder(Path(root).expanduser()) / n for n in CIFAR10_FILES[split]
+        ]
 
 
 class NpzImageDataset(ArrayImageDataset):
@@ -324,6 +328,7 @@ class NpzImageDataset(ArrayImageDataset):
     ) -> None:
         images, labels = read_npz(Path(path).expanduser(), class_cond)
         super().__init__(images, labels, image_size, **kwargs)
+        self.source_files = [Path(path).expanduser()]
 
 
 def existing_folder(folder: Path, contents: str) -> Path:
@@ -337,7 +342,7 @@ def read_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """CIFAR-10 pickles → (uint8 (N, 32, 32, 3), int64 (N,)) in the files' order."""
     if split not in CIFAR10_FILES:
         raise UserError(f"dataset.split must be one of {sorted(CIFAR10_FILES)}, got '{split}'.")
-    folder = root if root.name == CIFAR10_FOLDER else root / CIFAR10_FOLDER
+    folder = cifar10_folder(root)
     names = CIFAR10_FILES[split]
     if not all((folder / name).is_file() for name in names):
         raise UserError(
@@ -349,6 +354,11 @@ def read_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     images = data.reshape(-1, 3, CIFAR10_SIZE, CIFAR10_SIZE).transpose(0, 2, 3, 1)
     labels = np.concatenate([np.asarray(batch["labels"], dtype=np.int64) for batch in batches])
     return np.ascontiguousarray(images), labels
+
+
+def cifar10_folder(root: Path) -> Path:
+    """The ``cifar-10-batches-py`` folder: ``root`` itself or its sub-folder of that name."""
+    return root if root.name == CIFAR10_FOLDER else root / CIFAR10_FOLDER
 
 
 def unpickle_batch(path: Path) -> dict[str, Any]:
@@ -437,6 +447,7 @@ class LSUNLmdbDataset(ImageItems):
         if not len(keys):
             raise UserError(f"The LMDB {self.root} holds no images; it must hold {self.contents}.")
         self.keys = keys[subset_indices(len(keys), max_images, seed)]
+        self.source_files = [self.root / LMDB_FILE]
         self.image_size, self.labels = int(image_size), None
         self.random_flip, self.seed, self.augment = random_flip, seed, check_augment(augment)
         self.image(0)
