@@ -114,3 +114,39 @@ def test_real_features_are_computed_once_and_recomputed_when_a_source_file_chang
     assert features_module.source_key(cfg, []) != features_module.source_key(
         cfg | {"image_size": 4}, []
     )
+
+
+def test_evaluate_streams_the_reference_once_and_prints_its_values(tmp_path, monkeypatch, capsys):
+    from pipeline_helpers import make_config
+
+    from minority.tasks.evaluate import evaluate_task
+
+    images = tmp_path / "images"
+    write_images(images, 30)
+    samples = np.random.default_rng(4).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "samples.npz", arr_0=samples)
+    passes = []
+    compute = features_module.dataset_features
+    monkeypatch.setattr(
+        features_module,
+        "dataset_features",
+        lambda *args, **kwargs: passes.append(1) or compute(*args, **kwargs),
+    )
+    cfg = make_config(
+        "evaluate",
+        tmp_path,
+        "dataset=image_folder",
+        f"dataset.root={images}",
+        "dataset.image_size=8",
+        f"npz={tmp_path / 'samples.npz'}",
+        "metrics.columns.fid.reference=unique",
+        "metrics.unique_fraction=0.5",
+        "metrics.k_lof=5",
+        "run_dir=null",
+    )
+    first = evaluate_task(cfg)
+    second = evaluate_task(cfg)
+    assert len(passes) == 1 and first == second
+    printed = capsys.readouterr().out
+    lines = dict(line.split(maxsplit=1) for line in printed.strip().splitlines()[-9:])
+    assert lines["fid"] == f"{first['fid']:.6g}" and lines["recall"] == f"{first['recall']:.6g}"
