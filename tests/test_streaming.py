@@ -218,7 +218,7 @@ def test_score_task_streams_a_folder_into_an_aligned_scores_file(tmp_path):
         "dataset=image_folder",
         f"dataset.root={images}",
         f"dataset.image_size={SIZE}",
-        "+dataset.num_workers=1",
+        "dataset.num_workers=1",
         "scores.batch_size=8",
         "scores.num_classes=3",
         "scores.val_fraction=0.2",

@@ -78,8 +78,8 @@ def completed_ranges(folder: Path) -> set[tuple[int, int]]:
 def merge_shards(folder: Path, num_samples: int, out: Path) -> Path:
     """Concatenate shards covering indices 0..N−1 exactly once into ``out``."""
     parts = sorted(completed_ranges(folder))
-    covered = [i for start, end in parts for i in range(start, end)]
-    if covered != list(range(num_samples)):
+    bounds = [0] + [end for _, end in parts]
+    if [start for start, _ in parts] != bounds[:-1] or bounds[-1] != num_samples:
         raise UserError(
             f"Shards in {folder} do not cover samples 0..{num_samples - 1} exactly once."
         )

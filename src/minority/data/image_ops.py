@@ -7,6 +7,8 @@ the minority-guidance / self-guided minority code were trained and scored with.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +21,23 @@ from minority.errors import UserError
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "gif", "webp"})
 
 
-def list_image_files(root: Path) -> list[Path]:
-    """Image files under ``root``, recursively, in a fixed order.
+def image_file_names(root: Path) -> np.ndarray:
+    """Image files under ``root``, recursively, in a fixed order, as paths relative to ``root``.
 
     Entries of each folder are visited in sorted name order and sub-folders are expanded in place
-    (guided-diffusion's order), so the list is the same on every machine.
+    (guided-diffusion's order), so the list is the same on every machine. The names are kept as
+    one fixed-width bytes array (file-system encoding): a few tens of bytes an image, not a
+    Python object each, so millions of files fit in little memory.
     """
-    found: list[Path] = []
-    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+    return np.array(list(_walk(root, "")), dtype=bytes)
+
+
+def _walk(folder: Path, prefix: str) -> Iterator[bytes]:
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if entry.is_dir():
-            found.extend(list_image_files(entry))
-        elif entry.suffix[1:].lower() in IMAGE_EXTENSIONS:
-            found.append(entry)
-    return found
+            yield from _walk(Path(entry.path), f"{prefix}{entry.name}/")
+        elif Path(entry.name).suffix[1:].lower() in IMAGE_EXTENSIONS:
+            yield os.fsencode(prefix + entry.name)
 
 
 def open_rgb(path: Path) -> Image.Image:

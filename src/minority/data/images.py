@@ -16,10 +16,11 @@ memory-mapped when stored uncompressed).
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import struct
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,8 @@ from minority.data import RealData
 from minority.data.image_ops import (
     center_crop_arr,
     central_square,
+    image_file_names,
     item_generator,
-    list_image_files,
     open_rgb,
     random_crop_arr,
     subset_indices,
@@ -146,16 +147,17 @@ class ImageFolderDataset(ImageItems):
         augment: str | None = None,
     ) -> None:
         folder = existing_folder(Path(root).expanduser(), self.contents)
-        paths = list_image_files(folder)
-        if not paths:
+        names = image_file_names(folder)
+        if not len(names):
             raise UserError(f"No images found under {folder}; it must hold {self.contents}.")
-        labels = self.class_indices(paths, classes) if class_cond else None
-        keep = subset_indices(len(paths), max_images, seed)
-        self.paths = self.source_files = [paths[i] for i in keep]
-        self.labels = None if labels is None else [labels[i] for i in keep]
+        self.root = folder
+        labels = self.class_indices(names, classes) if class_cond else None
+        keep = subset_indices(len(names), max_images, seed)
+        self.names = names[keep]
+        self.labels = None if labels is None else labels[keep]
         self.random_flip, self.seed, self.augment = random_flip, seed, check_augment(augment)
         self.image_size = None if image_size is None else int(image_size)
-        self.stored_size = self.load(self.paths[0]).size if image_size is None else None
+        self.stored_size = self.load(self.path(0)).size if image_size is None else None
         if self.augment and self.image_size is None:
             raise UserError("dataset.augment needs dataset.image_size, the side of the crop.")
 
@@ -164,32 +166,41 @@ class ImageFolderDataset(ImageItems):
         """The class a file belongs to: its name up to the first underscore."""
         return path.name.split("_")[0]
 
-    def class_indices(self, paths: Sequence[Path], classes: Sequence[str] | None) -> list[int]:
-        """Class index of every path, by position in ``classes`` (default: sorted names found)."""
-        names = [self.class_name(path) for path in paths]
+    def class_indices(self, files: np.ndarray, classes: Sequence[str] | None) -> np.ndarray:
+        """Class index (int64) of every file, by position in ``classes`` (default: sorted names
+        found)."""
+        names = [self.class_name(Path(os.fsdecode(name))) for name in files]
         order = sorted(set(names)) if classes is None else list(classes)
         index = {name: i for i, name in enumerate(order)}
         unknown = sorted(set(names) - index.keys())
         if unknown:
             raise UserError(f"Image classes {unknown[:5]} are missing from dataset.classes.")
-        return [index[name] for name in names]
+        return np.array([index[name] for name in names], dtype=np.int64)
+
+    def path(self, i: int) -> Path:
+        """The file of item i."""
+        return self.root / os.fsdecode(self.names[i])
+
+    @property
+    def source_files(self) -> Iterator[Path]:
+        return (self.root / os.fsdecode(name) for name in self.names)
 
     def load(self, path: Path) -> Image.Image:
         """The RGB image the crop starts from."""
         return open_rgb(path)
 
     def image(self, i: int) -> Image.Image | np.ndarray:
-        image = self.load(self.paths[i])
+        image = self.load(self.path(i))
         if self.stored_size is not None and image.size != self.stored_size:
             raise UserError(
-                f"{self.paths[i]} is {image.size[0]}×{image.size[1]} while "
-                f"{self.paths[0]} is {self.stored_size[0]}×{self.stored_size[1]}; set "
+                f"{self.path(i)} is {image.size[0]}×{image.size[1]} while "
+                f"{self.path(0)} is {self.stored_size[0]}×{self.stored_size[1]}; set "
                 "dataset.image_size to crop every image to one size."
             )
         return image
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.names)
 
 
 class LSUNBedroomDataset(ImageFolderDataset):

@@ -34,7 +34,7 @@ import json
 import os
 import platform
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -399,7 +399,7 @@ def load_or_compute(path: Path, compute: Callable[[], Tensor]) -> Tensor:
     return features
 
 
-def source_key(settings: Mapping[str, Any], files: Sequence[Path]) -> str:
+def source_key(settings: Mapping[str, Any], files: Iterable[Path]) -> str:
     """A short SHA-1 of a reference set's settings and of its files' names, sizes and
     modification times: any changed, added or removed source file gives a new key."""
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode())
@@ -429,7 +429,7 @@ def dataset_features(extractor: FeatureExtractor, dataset: Dataset, num_workers:
 def cached_dataset_features(
     extractor: FeatureExtractor,
     dataset: Dataset,
-    files: Sequence[Path],
+    files: Iterable[Path],
     settings: Mapping[str, Any],
     cache_dir: str | os.PathLike,
     num_workers: int = 0,
