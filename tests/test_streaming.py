@@ -237,3 +237,46 @@ def test_score_task_streams_a_folder_into_an_aligned_scores_file(tmp_path):
     expected = predicted_scores(module, RealDataModule(8, predict=memory, predict_ranges=ranges))
     np.testing.assert_allclose(merged, expected.numpy(), rtol=1e-6)
     assert torch.equal(torch.load(out, weights_only=True)["scores"], torch.from_numpy(merged))
+
+
+def test_diffusion_and_classifier_training_stream_a_folder(tmp_path):
+    from minority.scores.labels import minority_labels, stratified_split
+    from minority.tasks.train_classifier import train_classifier
+    from minority.tasks.train_diffusion import train_diffusion
+
+    images = write_folder(tmp_path / "images", 40)
+    model = [f"model.{k}={v}" for k, v in mlp_model().items()]
+    common = ("dataset=image_folder", f"dataset.root={images}", f"dataset.image_size={SIZE}")
+    cfg = make_config(
+        "train",
+        tmp_path,
+        *common,
+        *model,
+        "dataset.num_workers=1",
+        "train.batch_size=8",
+        "trainer.max_steps=3",
+        run_dir=tmp_path / "diffusion",
+    )
+    checkpoint = torch.load(train_diffusion(cfg), weights_only=True)
+    assert checkpoint["sample_shape"] == [3, SIZE, SIZE]
+    scores = torch.rand(40)
+    labels, thresholds = minority_labels(scores, 2)
+    train_idx, val_idx = stratified_split(labels, 0.25, 0)
+    content = {"labels": labels, "thresholds": thresholds, "train_idx": train_idx}
+    torch.save(content | {"val_idx": val_idx}, tmp_path / "scores.pt")
+    cfg = make_config(
+        "train",
+        tmp_path,
+        *common,
+        "classifier=mlp",
+        "classifier.arch_kwargs={hidden: 16, depth: 1}",
+        "classifier.augment=random_crop",
+        "classifier.random_flip=true",
+        "classifier.max_steps=3",
+        "classifier.batch_size=8",
+        f"paths.scores={tmp_path / 'scores.pt'}",
+        run_dir=tmp_path / "classifier",
+    )
+    saved = torch.load(train_classifier(cfg), weights_only=True)
+    assert saved["hyper_parameters"]["sample_shape"] == [3, SIZE, SIZE]
+    assert saved["hyper_parameters"]["random_flip"] is False  # flipped per item by the dataset
