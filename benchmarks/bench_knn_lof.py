@@ -1,17 +1,23 @@
-"""AvgkNN + LOF: the metric suite's exact chunked kNN against scikit-learn, on the same data.
+"""The full metric pass — AvgkNN, LOF, Rarity, precision / recall — against scikit-learn.
 
 Random float32 features (N real, N generated, D dims) are written once; each implementation then
 runs in its own process, so its time and peak resident memory are measured alone:
 
-- ours: ``compute_metrics(generated, real, ["avgknn", "lof"])`` (one self search of the real set,
-  one generated-vs-real search, shared by both metrics);
-- scikit-learn: ``NearestNeighbors(k).kneighbors`` for AvgkNN and
-  ``LocalOutlierFactor(n_neighbors, novelty=True)``, LOF = −``score_samples``.
+- ours: ``compute_metrics(generated, real, ["avgknn", "lof", "rarity", "precision", "recall"])``
+  (one self search of the real set and one generated-vs-real search shared by AvgkNN, LOF,
+  Rarity and precision; a self search of the generated set and one ball pass for recall);
+- scikit-learn: ``NearestNeighbors(k).kneighbors`` for AvgkNN and the k = 3 radii,
+  ``LocalOutlierFactor(n_neighbors, novelty=True)`` (LOF = −``score_samples``), and
+  ``pairwise_distances_chunked`` for the ball tests of Rarity, precision and recall. Its process
+  runs with ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` removed from its environment, so its
+  BLAS picks the kernel of this processor (the kernel is printed, via threadpoolctl).
 
-It prints a table of times and peak memory, the speed ratio and the largest relative
-difference of the per-sample values.
+It prints a table of times and peak memory, the speed ratio, both times in units of one dense
+N × N × D float32 GEMM (the floor of any exact method: the pass needs at least the
+generated-vs-real distances), and the largest relative difference of the per-sample values.
 
     python benchmarks/bench_knn_lof.py                   # N = 20 000, D = 2048
+    python benchmarks/bench_knn_lof.py --n 50000         # the papers' 50 k × 50 k (long)
     python benchmarks/bench_knn_lof.py --n 3000 --d 256  # a quick run
 """
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -69,6 +76,23 @@ def threads() -> int:
     return torch.get_num_threads()
 
 
+METRICS = ["avgknn", "lof", "rarity", "precision", "recall"]
+SKLEARN_ENV_DROPPED = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def gemm_seconds(real: np.ndarray, generated: np.ndarray) -> float:
+    """Time of one dense float32 generated × realᵀ product (best of two)."""
+    import torch
+
+    a, b = torch.from_numpy(generated), torch.from_numpy(real)
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        torch.mm(a, b.T)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def run_ours(real: np.ndarray, generated: np.ndarray, args: argparse.Namespace) -> dict:
     import torch
 
@@ -78,14 +102,37 @@ def run_ours(real: np.ndarray, generated: np.ndarray, args: argparse.Namespace) 
     result = compute_metrics(
         generated,
         real,
-        ["avgknn", "lof"],
+        METRICS,
         k_avgknn=args.k_avgknn,
         k_lof=args.k_lof,
         chunk_size=args.chunk_size,
         dtype=getattr(torch, args.dtype),
     )
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, **result.per_sample}
+    values = {k: np.array(v) for k, v in result.values.items() if k in ("precision", "recall")}
+    return {
+        "seconds": seconds,
+        "gemm_seconds": gemm_seconds(real, generated),
+        **result.per_sample,
+        **values,
+    }
+
+
+def smallest_ball(query: np.ndarray, centers: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """Per query, the smallest radius of a ball (centre, radius) holding it (inf: none)."""
+    from sklearn.metrics import pairwise_distances_chunked
+
+    def reduce(chunk: np.ndarray, start: int) -> np.ndarray:
+        return np.where(chunk < radii[None, :], radii[None, :], np.inf).min(axis=1)
+
+    return np.concatenate(list(pairwise_distances_chunked(query, centers, reduce_func=reduce)))
+
+
+def kth_radii(x: np.ndarray, k: int) -> np.ndarray:
+    """Distance of each point to its k-th nearest other point."""
+    from sklearn.neighbors import NearestNeighbors
+
+    return NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)[0][:, k]
 
 
 def run_sklearn(real: np.ndarray, generated: np.ndarray, args: argparse.Namespace) -> dict:
@@ -97,8 +144,30 @@ def run_sklearn(real: np.ndarray, generated: np.ndarray, args: argparse.Namespac
     avgknn_seconds = time.perf_counter() - start
     model = LocalOutlierFactor(n_neighbors=args.k_lof, novelty=True).fit(real)
     lof = -model.score_samples(generated)
+    real_radii = kth_radii(real, 3)
+    ball = smallest_ball(generated, real, real_radii)
+    rarity = np.where(np.isfinite(ball), ball, np.nan)
+    precision = np.isfinite(ball).mean()
+    recall = np.isfinite(smallest_ball(real, generated, kth_radii(generated, 3))).mean()
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "avgknn_seconds": avgknn_seconds, "avgknn": avgknn, "lof": lof}
+    return {
+        "seconds": seconds,
+        "avgknn_seconds": avgknn_seconds,
+        "avgknn": avgknn,
+        "lof": lof,
+        "rarity": rarity,
+        "precision": np.array(precision),
+        "recall": np.array(recall),
+        "blas": blas_kernel(),
+    }
+
+
+def blas_kernel() -> str:
+    """The BLAS library and kernel numpy runs (threadpoolctl), e.g. ``openblas Haswell``."""
+    from threadpoolctl import threadpool_info
+
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    return ", ".join(f"{i.get('internal_api')} {i.get('architecture')}" for i in blas)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -112,8 +181,8 @@ def worker(args: argparse.Namespace) -> None:
     baseline = memory_mb("VmRSS")
     run = run_ours if args.worker == "ours" else run_sklearn
     out = run(real, generated, args)
-    np.savez(args.data / f"{args.worker}.npz", avgknn=out["avgknn"], lof=out["lof"])
-    measurements = {k: v for k, v in out.items() if k.endswith("seconds")}
+    np.savez(args.data / f"{args.worker}.npz", **{m: out[m] for m in METRICS})
+    measurements = {k: v for k, v in out.items() if k.endswith("seconds") or k == "blas"}
     measurements.update(peak_mb=memory_mb("VmHWM"), data_mb=baseline, threads=threads())
     (args.data / f"{args.worker}.json").write_text(json.dumps(measurements))
 
@@ -139,12 +208,20 @@ def launch(name: str, folder: Path, args: argparse.Namespace) -> dict:
         "--dtype",
         args.dtype,
     ]
-    subprocess.run(command, check=True)
+    env = dict(os.environ)
+    if name == "sklearn":
+        for variable in SKLEARN_ENV_DROPPED:
+            env.pop(variable, None)
+    subprocess.run(command, check=True, env=env)
     return json.loads((folder / f"{name}.json").read_text())
 
 
 def max_relative_difference(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.max(np.abs(a / b - 1)))
+    """Largest |a / b − 1| where both are defined (Rarity is NaN outside every ball)."""
+    both = np.isfinite(a) & np.isfinite(b)
+    if not np.array_equal(np.isfinite(a), np.isfinite(b)):
+        return float("inf")
+    return float(np.max(np.abs(a[both] / b[both] - 1), initial=0.0))
 
 
 def main() -> None:
@@ -160,22 +237,26 @@ def main() -> None:
         np.save(folder / "generated.npy", generated)
         ours, sk = launch("ours", folder, args), launch("sklearn", folder, args)
         ours_values, sk_values = np.load(folder / "ours.npz"), np.load(folder / "sklearn.npz")
-        diffs = {
-            m: max_relative_difference(ours_values[m], sk_values[m]) for m in ("avgknn", "lof")
-        }
+        diffs = {m: max_relative_difference(ours_values[m], sk_values[m]) for m in METRICS}
 
+    gemm = ours["gemm_seconds"]
     print(
-        f"AvgkNN (k={args.k_avgknn}) + LOF (k={args.k_lof}), N = {args.n} real and "
-        f"{args.n} generated, D = {args.d}, float32 features, {ours['threads']} threads; "
-        f"ours: {args.dtype} GEMM, chunk {args.chunk_size}"
+        f"AvgkNN (k={args.k_avgknn}), LOF (k={args.k_lof}), Rarity (k=3), precision / recall "
+        f"(k=3); N = {args.n} real and {args.n} generated, D = {args.d}, float32 features, "
+        f"{ours['threads']} threads; ours: {args.dtype} GEMM, chunk {args.chunk_size}; "
+        f"scikit-learn's BLAS: {sk['blas']} ({', '.join(SKLEARN_ENV_DROPPED)} unset)"
     )
-    print("| implementation | AvgkNN + LOF time (s) | peak RSS (MB) | RSS before the run (MB) |")
-    print("|---|---|---|---|")
+    print("| implementation | full pass (s) | in GEMMs | peak RSS (MB) | RSS before (MB) |")
+    print("|---|---|---|---|---|")
     for name, m in (("minority.metrics", ours), ("scikit-learn", sk)):
-        print(f"| {name} | {m['seconds']:.1f} | {m['peak_mb']:.0f} | {m['data_mb']:.0f} |")
+        print(
+            f"| {name} | {m['seconds']:.1f} | {m['seconds'] / gemm:.1f} | {m['peak_mb']:.0f} "
+            f"| {m['data_mb']:.0f} |"
+        )
+    print(f"one dense {args.n} × {args.n} × {args.d} float32 GEMM (the floor): {gemm:.2f} s")
     print(f"scikit-learn AvgkNN alone: {sk['avgknn_seconds']:.1f} s")
     print(f"speed ratio (scikit-learn / ours): {sk['seconds'] / ours['seconds']:.2f}x")
-    print(f"max relative difference: AvgkNN {diffs['avgknn']:.2e}, LOF {diffs['lof']:.2e}")
+    print("max relative difference: " + ", ".join(f"{m} {d:.2e}" for m, d in diffs.items()))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from PIL import Image
 
 from minority.data import build_dataset
 from minority.data import images as image_data
+from minority.data.image_ops import item_generator
 from minority.data.images import (
     ImageFolderDataset,
     build_image_dataset,
@@ -155,14 +156,19 @@ def test_max_images_is_a_seeded_subset_in_sorted_order(tmp_path):
     assert len(load_image_dataset(folder_cfg(tmp_path, image_size=8, max_images=50))) == 10
 
 
-def test_random_flip_mirrors_some_items_and_no_others(tmp_path):
+def test_random_flip_is_drawn_per_seed_index_and_epoch(tmp_path):
     write_image(tmp_path / "xy.png", coordinate_image(16, 16))
     plain = ImageFolderDataset(tmp_path, 16)[0][0]
     dataset = build_image_dataset(folder_cfg(tmp_path, image_size=16, random_flip=True))
-    torch.manual_seed(0)
-    flipped = [bool(torch.equal(dataset[0][0], plain.flip(-1))) for _ in range(30)]
-    same = [bool(torch.equal(dataset[0][0], plain)) for _ in range(30)]
-    assert any(flipped) and any(same)
+    flipped = []
+    for epoch in range(30):
+        dataset.epoch = epoch
+        x = dataset[0][0]
+        assert torch.equal(x, dataset[0][0])  # the same draw for the same (seed, index, epoch)
+        assert torch.equal(x, plain) or torch.equal(x, plain.flip(-1))
+        flipped.append(bool(torch.equal(x, plain.flip(-1))))
+    expected = [item_generator(0, 0, epoch).random() < 0.5 for epoch in range(30)]
+    assert flipped == expected and any(flipped) and not all(flipped)
     assert load_image_dataset(folder_cfg(tmp_path, image_size=16, random_flip=True)).x.equal(
         plain[None]
     )

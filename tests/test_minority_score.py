@@ -141,7 +141,9 @@ def test_lightning_predict_returns_scores_aligned_with_indices() -> None:
     )
     loader = DataLoader(indexed_dataset(x), batch_size=4, shuffle=True)
     predictions = trainer.predict(module, loader)
-    scores = scores_by_index([p[0] for p in predictions], [p[1] for p in predictions], len(x))
+    scores = scores_by_index(
+        [p["index"] for p in predictions], [p["scores"] for p in predictions], len(x)
+    )
     torch.testing.assert_close(scores, score_dataset(module.scorer, x, seed=4, batch_size=7))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import textwrap
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ SHARD_PATTERN = re.compile(r"shard_(\d+)_(\d+)\.npz$")
 
 
 def to_uint8_nhwc(x: Tensor) -> np.ndarray:
-    """Images in [−1, 1], (N, C, H, W) -> uint8 (N, H, W, C), rounded as guided-diffusion."""
-    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    """Images in [−1, 1], (N, C, H, W) -> uint8 (N, H, W, C) as the authors' samplers save them:
+    ``((x + 1) * 127.5).clamp(0, 255).to(uint8)``, truncated (not rounded)."""
+    return ((x + 1) * 127.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def from_uint8_nhwc(array: np.ndarray) -> Tensor:
@@ -115,8 +117,8 @@ def completed_ranges(folder: Path) -> set[tuple[int, int]]:
 def merge_shards(folder: Path, num_samples: int, out: Path) -> Path:
     """Concatenate shards covering indices 0..N−1 exactly once into ``out``."""
     parts = sorted(completed_ranges(folder))
-    covered = [i for start, end in parts for i in range(start, end)]
-    if covered != list(range(num_samples)):
+    bounds = [0] + [end for _, end in parts]
+    if [start for start, _ in parts] != bounds[:-1] or bounds[-1] != num_samples:
         raise UserError(
             f"Shards in {folder} do not cover samples 0..{num_samples - 1} exactly once."
         )
@@ -239,14 +241,20 @@ def save_picture(
 
 
 def save_score_extremes(
-    real: np.ndarray, scores: np.ndarray, path: Path, title: str, count: int = 10, mixture=None
+    real: np.ndarray | Callable[[np.ndarray], np.ndarray],
+    scores: np.ndarray,
+    path: Path,
+    title: str,
+    count: int = 10,
+    mixture=None,
 ) -> Path:
     """The first paper's Fig. 2: the real samples with the lowest, median and highest minority
     scores (images: one labelled row each; 2-D points: all points coloured by score, the three
     groups marked).
 
     Args:
-        real: stored real data, uint8 (N, H, W, C) or float (N, 2).
+        real: stored real data, uint8 (N, H, W, C) or float (N, 2); for images streamed from
+            disk, a function from indices (n,) to the stored images uint8 (n, H, W, C).
         scores: minority scores (N,).
         path: the ``.png``.
         title: figure title (dataset and score settings).
@@ -259,9 +267,10 @@ def save_score_extremes(
         "median": order[middle : middle + count],
         "highest": order[-count:][::-1],
     }
-    if real.ndim == 4:
+    if callable(real) or real.ndim == 4:
+        fetch = real if callable(real) else real.__getitem__
         rows = [
-            (f"{name}\nscores {scores[idx].min():.3g}–{scores[idx].max():.3g}", real[idx])
+            (f"{name}\nscores {scores[idx].min():.3g}–{scores[idx].max():.3g}", fetch(idx))
             for name, idx in groups.items()
         ]
         return save_grid(rows, path, title)

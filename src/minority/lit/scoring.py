@@ -1,35 +1,44 @@
 """LightningModule computing minority scores of a data set with ``Trainer.predict``.
 
-Batches are (x0, index) pairs — e.g. a DataLoader over ``TensorDataset(x, torch.arange(N))``
-(:func:`indexed_dataset`). Sample i's draws come from its own generator keyed by (seed, i), so
-the scores do not depend on the batch size, the number of devices or the order of the batches;
-:func:`~minority.scores.minority_score.scores_by_index` assembles the returned (index, score)
-pairs into one tensor aligned with the data set.
+Batches are ``(x0, {"index": i, …})`` — the items of :mod:`minority.lit.data` (real images
+streamed from disk, or :class:`~minority.lit.data.IndexedTensors` for in-memory data). Sample
+i's draws come from its own generator keyed by (seed, i), so the scores do not depend on the
+batch size, the number of devices or the order of the batches. :class:`ScoreShardWriter` writes
+each finished batch of contiguous indices as a shard (the layout of sampling's shards, so a
+killed run resumes with :func:`~minority.lit.sampling.pending_ranges` and merges with
+:func:`~minority.outputs.merge_shards`);
+:func:`~minority.scores.minority_score.scores_by_index` assembles (index, score) pairs held in
+memory instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import TensorDataset
 
 from minority.diffusion.gaussian import build_diffusion
+from minority.errors import require
+from minority.lit.data import IndexedTensors
+from minority.lit.sampling import ShardWriter
 from minority.models.denoiser import Denoiser
+from minority.outputs import write_shard
 from minority.sampling.noise import SeededNoise
 from minority.scores.distances import Distance
 from minority.scores.minority_score import MinorityScorer
 
 
-def indexed_dataset(x: Tensor) -> TensorDataset:
-    """(x_i, i) pairs of an in-memory data set x (N, …)."""
-    return TensorDataset(x, torch.arange(x.shape[0]))
+def indexed_dataset(x: Tensor) -> IndexedTensors:
+    """Items (x_i, {"index": i}) of an in-memory data set x (N, …)."""
+    return IndexedTensors(x)
 
 
 class MinorityScoreModule(pl.LightningModule):
-    """``predict_step((x0, index)) -> (index, ℓ(x0))`` with per-sample seeded noise.
+    """``predict_step((x0, {"index": i})) -> {"index": i, "scores": ℓ(x0)}``, per-sample seeded.
 
     Args:
         denoiser: the frozen ε-prediction model (put in eval mode, gradients off).
@@ -70,8 +79,27 @@ class MinorityScoreModule(pl.LightningModule):
         )
         self.seed = seed
 
-    def predict_step(self, batch: Sequence[Tensor], batch_idx: int) -> tuple[Tensor, Tensor]:
-        """(x0 (B, …) in [−1, 1], index int64 (B,)) → (index (B,), score float32 (B,)) on CPU."""
-        x0, index = batch[0], batch[1]
+    def predict_step(self, batch: Sequence[Any], batch_idx: int) -> dict[str, Tensor]:
+        """(x0 (B, …) in [−1, 1], {"index": int64 (B,)}) → index (B,) and scores float32 (B,),
+        on the CPU."""
+        x0, index = batch[0], batch[1]["index"]
         noise = SeededNoise(self.seed, index.tolist(), device=x0.device)
-        return index.cpu(), self.scorer(x0, noise).cpu()
+        return {"index": index.cpu(), "scores": self.scorer(x0, noise).float().cpu()}
+
+
+class ScoreShardWriter(ShardWriter):
+    """Write each finished batch (contiguous indices [start, end)) as
+    ``shard_<start>_<end>.npz``: ``arr_0`` the scores, ``indices``, and ``arr_1`` −1 (no labels).
+    """
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        index = prediction["index"]
+        start, end = int(index[0]), int(index[-1]) + 1
+        require(
+            torch.equal(index, torch.arange(start, end)),
+            "Score shards need batches of contiguous indices.",
+        )
+        scores = prediction["scores"].numpy()
+        write_shard(self.folder, start, end, scores, np.full(len(scores), -1, dtype=np.int64))

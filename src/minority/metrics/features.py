@@ -8,6 +8,11 @@ Extractors (``get_feature_extractor(name)``):
 - ``sfid_inception``: the same network and input, stopped at ``mixed_6/conv`` (17 × 17 × 192);
   its first 7 channels flattened in height-width-channel order (guided-diffusion's evaluator)
   give the 2023-d sFID features.
+- ``adm_inception`` / ``adm_sfid_inception``: the same two read-outs fed as guided-diffusion's
+  evaluator feeds its TensorFlow Inception graph (the ``adm_evaluator`` metrics preset): images
+  in [0, 255] of their own size, resized inside the graph to 299 × 299 with TensorFlow's legacy
+  bilinear rule (:func:`tf_legacy_resize_bilinear`), then (x − 128)/128. FID / sFID and the
+  pool3 precision / recall on these are comparable with the numbers the papers publish.
 - ``vgg16_fc2``: torchvision VGG16's second fully connected layer after ReLU (4096-d), images
   resized to 224 (bilinear, antialiased) with ImageNet normalisation: the Rarity Score and
   improved precision / recall features.
@@ -26,12 +31,14 @@ and hash-checked) by :func:`minority.weights.find_weights`; a missing file raise
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +46,7 @@ import torchvision
 from PIL import Image
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
 
 from minority.errors import UserError
 from minority.weights import find_weights
@@ -96,6 +104,34 @@ def clean_resize(x: Tensor, size: int = INCEPTION_SIZE) -> Tensor:
             resized = Image.fromarray(arr[n, c], mode="F").resize((size, size), Image.BICUBIC)
             out[n, c] = np.asarray(resized)
     return torch.from_numpy(out.clip(0, 255))
+
+
+def tf_legacy_resize_bilinear(x: Tensor, size: int = INCEPTION_SIZE) -> Tensor:
+    """TensorFlow's legacy ``resize_bilinear`` (align_corners=False, half_pixel_centers=False).
+
+    Output pixel (i, j) samples the input at (i · H / size, j · W / size): rows y0 = ⌊y⌋ and
+    y1 = min(y0 + 1, H − 1) are mixed with weight y − y0 (likewise columns), in float32. This
+    is the resize inside the Inception graph of guided-diffusion's evaluator.
+
+    Args:
+        x: float (N, C, H, W).
+        size: output side.
+
+    Returns:
+        float32 (N, C, size, size).
+    """
+    x = x.float()
+    for axis in (3, 2):  # along rows first, then between rows, as TensorFlow's kernel
+        n_in = x.shape[axis]
+        src = torch.arange(size, dtype=torch.float32) * (n_in / size)
+        low = src.floor().long().clamp_max(n_in - 1)
+        high = (low + 1).clamp_max(n_in - 1)
+        shape = [1, 1, 1, 1]
+        shape[axis] = size
+        weight = (src - low.float()).reshape(shape)
+        a, b = x.index_select(axis, low), x.index_select(axis, high)
+        x = a + (b - a) * weight
+    return x
 
 
 def imagenet_input(x: Tensor, size: int) -> Tensor:
@@ -197,9 +233,17 @@ def inception_input(images: Images) -> Tensor:
     return clean_resize(to_float255(images))
 
 
+def adm_evaluator_input(images: Images) -> Tensor:
+    """Images -> the input guided-diffusion's evaluator gives Inception: float32 (N, 3, 299, 299)
+    in [0, 255], resized by :func:`tf_legacy_resize_bilinear`."""
+    return tf_legacy_resize_bilinear(to_float255(images))
+
+
 INCEPTION_HEADS = {
-    "inception": (inception_pool3, 2048),
-    "sfid_inception": (inception_mixed_6_conv, SFID_CHANNELS * 17 * 17),
+    "inception": (inception_pool3, 2048, inception_input),
+    "sfid_inception": (inception_mixed_6_conv, SFID_CHANNELS * 17 * 17, inception_input),
+    "adm_inception": (inception_pool3, 2048, adm_evaluator_input),
+    "adm_sfid_inception": (inception_mixed_6_conv, SFID_CHANNELS * 17 * 17, adm_evaluator_input),
 }
 
 
@@ -282,7 +326,8 @@ def get_feature_extractor(
     """Build a feature extractor by name (see the module docstring for the names).
 
     Args:
-        name: ``inception``, ``sfid_inception``, ``vgg16_fc2``, ``resnet50_pool``,
+        name: ``inception``, ``sfid_inception``, ``adm_inception``, ``adm_sfid_inception``,
+            ``vgg16_fc2``, ``resnet50_pool``,
             ``inception_v3_pool``, ``pixels`` or ``torchvision:<arch>``.
         weights_path: the weight file (or its folder); default: the standard search of
             :func:`minority.weights.find_weights`.
@@ -300,9 +345,9 @@ def get_feature_extractor(
     if name == "pixels":
         return FeatureExtractor(name, None, pixels)
     if name in INCEPTION_HEADS:
-        head, dim = INCEPTION_HEADS[name]
+        head, dim, preprocess = INCEPTION_HEADS[name]
         network = head(load_cleanfid_inception(weights_path, device))
-        return FeatureExtractor(name, dim, inception_input, network, device, batch_size)
+        return FeatureExtractor(name, dim, preprocess, network, device, batch_size)
     if name in TORCHVISION_EXTRACTORS:
         spec = TORCHVISION_EXTRACTORS[name]
     elif name.startswith(TORCHVISION_PREFIX):
@@ -340,11 +385,67 @@ def cached_features(
     if name is None:
         raise UserError("Cached features need a name for the extractor.")
     path = Path(cache_dir) / f"{name}-{key or data_fingerprint(images)}.pt"
+    return load_or_compute(path, lambda: extractor(images))
+
+
+def load_or_compute(path: Path, compute: Callable[[], Tensor]) -> Tensor:
+    """The tensor saved at ``path``, or ``compute()`` saved there atomically first."""
     if path.is_file():
         return torch.load(path, map_location="cpu", weights_only=True)
-    features = extractor(images)
+    features = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(features, tmp)
     tmp.replace(path)
     return features
+
+
+def source_key(settings: Mapping[str, Any], files: Iterable[Path]) -> str:
+    """A short SHA-1 of a reference set's settings and of its files' names, sizes and
+    modification times: any changed, added or removed source file gives a new key."""
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode())
+    for path in files:
+        stat = os.stat(path)
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def dataset_features(extractor: FeatureExtractor, dataset: Dataset, num_workers: int = 0) -> Tensor:
+    """Features of every item of a streamed dataset of ``(x in [−1, 1], extras)`` items, in
+    order, a batch at a time (with a progress bar on a terminal).
+
+    Returns:
+        float32 (N, D) CPU features.
+    """
+    from tqdm.auto import tqdm
+
+    loader = DataLoader(dataset, batch_size=extractor.batch_size, num_workers=num_workers)
+    parts = [
+        extractor(batch[0])
+        for batch in tqdm(loader, desc=f"{extractor.name} features", unit="batch", disable=None)
+    ]
+    return torch.cat(parts)
+
+
+def cached_dataset_features(
+    extractor: FeatureExtractor,
+    dataset: Dataset,
+    files: Iterable[Path],
+    settings: Mapping[str, Any],
+    cache_dir: str | os.PathLike,
+    num_workers: int = 0,
+) -> Tensor:
+    """Features of a streamed reference set, computed once per (source files, settings,
+    extractor) and kept as ``cache_dir/<extractor>-<key>.pt`` (:func:`source_key`).
+
+    Args:
+        extractor: the feature extractor (its name and input rule are part of the key).
+        dataset: the reference items, ``(x float (C, H, W) in [−1, 1], extras)``.
+        files: the files the items are read from (a changed file is recomputed, not reused).
+        settings: everything else that determines the items (crop, size, subset, …).
+        cache_dir: the cache folder.
+        num_workers: DataLoader workers decoding the items.
+    """
+    key = source_key({**settings, "extractor": extractor.name}, files)
+    path = Path(cache_dir) / f"{extractor.name}-{key}.pt"
+    return load_or_compute(path, lambda: dataset_features(extractor, dataset, num_workers))

@@ -137,6 +137,13 @@ def _sorted(sq: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
     return sq, idx.gather(1, order)
 
 
+def progress(rows: range, what: str) -> Iterator[int]:
+    """Row tiles with a progress bar on a terminal (none in logs or tests), one tick a tile."""
+    from tqdm.auto import tqdm
+
+    return tqdm(rows, desc=what, unit="tile", leave=False, disable=None)
+
+
 def _search(
     q: _Tiles, r: _Tiles, n: int, exclude: Tensor | None, symmetric: bool
 ) -> tuple[Tensor, Tensor]:
@@ -154,7 +161,7 @@ def _search(
         indices (Nq, n).
     """
     top = _RunningTop(n)
-    for i in q.starts():
+    for i in progress(q.starts(), "kNN search"):
         for j in r.starts():
             if symmetric and j < i:
                 continue
@@ -296,7 +303,7 @@ def smallest_covering_radius(
     qb, cb = _Tiles(q, center, dtype, chunk_size), _Tiles(c, center, dtype, chunk_size)
     best = torch.full((len(q),), torch.inf, dtype=torch.float64, device=q.device)
     with full_precision_matmul(), torch.no_grad():
-        for i in qb.starts():
+        for i in progress(qb.starts(), "ball coverage"):
             for j in cb.starts():
                 sq = _squared_distances(qb, i, cb, j)
                 ball_sq = r_sq[None, j : j + chunk_size]

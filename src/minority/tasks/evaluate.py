@@ -15,8 +15,13 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from minority.data import RealData, build_dataset
+from minority.data.images import build_image_dataset
 from minority.errors import UserError
-from minority.metrics.features import get_feature_extractor
+from minority.metrics.features import (
+    FeatureExtractor,
+    cached_dataset_features,
+    get_feature_extractor,
+)
 from minority.metrics.ground_truth import digits_class_shares, toy2d_ground_truth
 from minority.metrics.outputs import (
     plot_runs_overlay,
@@ -80,18 +85,61 @@ def run_label(archive: Path, table: Path) -> str:
         return str(folder)
 
 
-def feature_metrics(samples: np.ndarray, real: RealData, mcfg: DictConfig) -> tuple[dict, dict]:
-    """Every configured column, grouping columns that share features and reference set."""
+class RealSet:
+    """The real reference of an evaluation: image formats stream from disk and their features
+    are cached (``metrics.cache_dir``); embedded data (toy2d, digits) are built in memory.
+    """
+
+    def __init__(self, dataset: dict[str, Any], mcfg: DictConfig) -> None:
+        self.dataset, self.mcfg = dataset, mcfg
+        streamed = bool(dataset.get("format"))
+        self.items = build_image_dataset(dataset, False, False) if streamed else None
+        self.memory: RealData | None = None if streamed else build_dataset(dataset)
+
+    def example(self) -> Any:
+        """One real sample, (1, …) float in [−1, 1]."""
+        return self.memory.x[:1] if self.memory is not None else self.items[0][0][None]
+
+    def features(self, extractor: FeatureExtractor) -> Any:
+        """Features of every real sample, in dataset order."""
+        if self.memory is not None:
+            return extractor(self.memory.x)
+        return cached_dataset_features(
+            extractor,
+            self.items,
+            self.items.source_files,
+            self.dataset,
+            self.mcfg.cache_dir,
+            int(self.dataset.get("num_workers", 0)),
+        )
+
+
+def feature_metrics(samples: np.ndarray, real: RealSet, mcfg: DictConfig) -> tuple[dict, dict]:
+    """Every configured column, grouping columns that share features and reference set.
+
+    The "unique" reference is chosen once, by AvgkNN in the ``metrics.unique_features`` space,
+    and the same real subset serves every column of the row.
+    """
     groups: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
     for column, spec in mcfg.columns.items():
         groups[(spec.features, spec.reference)][column] = spec.metric
-    real_storage = to_storage(real.x)
+    needs_unique = any(reference == "unique" for _, reference in groups)
+    unique_space = mcfg.get("unique_features") or next(f for f, r in groups if r == "unique")
+    spaces = {features for features, _ in groups} | ({unique_space} if needs_unique else set())
+    features = {}
+    for name in spaces:
+        extractor = get_feature_extractor(name, mcfg.weights.get(name), mcfg.device)
+        features[name] = (real.features(extractor), extractor(samples))
+    unique = (
+        most_unique_indices(features[unique_space][0], float(mcfg.unique_fraction))
+        if needs_unique
+        else None
+    )
     values, per_sample = {}, {}
-    for (features, reference), columns in groups.items():
-        extractor = get_feature_extractor(features, mcfg.weights.get(features), mcfg.device)
-        real_f, gen_f = extractor(real_storage), extractor(samples)
+    for (space, reference), columns in groups.items():
+        real_f, gen_f = features[space]
         if reference == "unique":
-            real_f = real_f[most_unique_indices(real_f, float(mcfg.unique_fraction))]
+            real_f = real_f[unique]
         result = compute_metrics(
             gen_f,
             real_f,
@@ -113,10 +161,10 @@ def feature_metrics(samples: np.ndarray, real: RealData, mcfg: DictConfig) -> tu
     return values, per_sample
 
 
-def ground_truth(samples: np.ndarray, real: RealData, dataset: dict[str, Any]) -> dict[str, float]:
+def ground_truth(samples: np.ndarray, real: RealSet, dataset: dict[str, Any]) -> dict[str, float]:
     """Exact-density figures (toy2d) or class shares (digits); empty for other data."""
-    if real.mixture is not None:
-        return toy2d_ground_truth(real.mixture, samples)
+    if real.memory is not None and real.memory.mixture is not None:
+        return toy2d_ground_truth(real.memory.mixture, samples)
     if dataset.get("source") == "digits":
         rare = tuple(int(c) for c in (dataset.get("keep_fraction") or {}))
         return digits_class_shares(samples, rare)
@@ -162,8 +210,8 @@ def evaluate_task(cfg: DictConfig) -> dict[str, Any]:
     located = locate_samples(cfg)
     path, dataset = located.path, located.dataset
     samples, _ = load_samples_npz(path)
-    real = build_dataset(dataset)
-    check_same_sample_size(samples, to_storage(real.x))
+    real = RealSet(dataset, cfg.metrics)
+    check_same_sample_size(samples, to_storage(real.example()))
     values, per_sample = feature_metrics(samples, real, cfg.metrics)
     if cfg.metrics.ground_truth:
         values.update(ground_truth(samples, real, dataset))
@@ -198,4 +246,13 @@ def evaluate_task(cfg: DictConfig) -> dict[str, Any]:
         overlay_all_runs(located.table.parent)
     upsert_markdown_row(located.table, {"run": run_label(path, located.table), **values, **stamps})
     log.info("metrics: %s; table: %s", out, located.table)
+    print(summary(run, values))
     return values
+
+
+def summary(run: str, values: dict[str, Any]) -> str:
+    """The metric values of a run as a short block of ``name  value`` lines."""
+    width = max([len(name) for name in values] + [len("run")])
+    lines = [f"{'run':<{width}}  {run}"]
+    lines += [f"{name:<{width}}  {value:.6g}" for name, value in values.items()]
+    return "\n".join(lines)

@@ -1,70 +1,35 @@
 """train.py task=scores: minority scores of the real data, ordinal labels, a validation split.
 
-Scores run as a Lightning predict loop (each rank scores its share; per-sample seeds keyed by
-the data index make the result independent of batching and of the number of processes).
+Scores run as a Lightning predict loop (each rank scores its share of the index ranges and
+writes each as a shard; per-sample seeds keyed by the data index make the result independent
+of batching, of the number of processes and of a resume after a kill).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
 
-from minority.data import build_dataset
-from minority.lit.scoring import MinorityScoreModule, indexed_dataset
+from minority.lit.data import RealDataModule, item_dataset
+from minority.lit.sampling import pending_ranges
+from minority.lit.scoring import MinorityScoreModule, ScoreShardWriter
 from minority.models.build import load_denoiser
-from minority.outputs import save_score_extremes, to_storage, torch_save_atomic
+from minority.outputs import merge_shards, save_score_extremes, to_storage, torch_save_atomic
 from minority.scores.labels import minority_labels, stratified_split
-from minority.scores.minority_score import scores_by_index
-from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir
-from minority.tasks.provenance import scores_provenance, up_to_date
+from minority.tasks.common import close_logger, is_rank_zero, log, make_trainer, plain, run_dir
+from minority.tasks.provenance import prepare_run_folder, scores_provenance, up_to_date
 from minority.tasks.tracking import log_stage, stage_artifact
 
 
-class ScoreCollector(pl.Callback):
-    """Keep every predicted (index, score) pair of this rank."""
-
-    def __init__(self) -> None:
-        self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self.pairs.append(outputs)
-
-
-def gather_scores(trainer: pl.Trainer, pairs: list, num_items: int) -> torch.Tensor:
-    """All ranks' (index, score) pairs -> scores (N,) aligned with the data set."""
-    index = torch.cat([p[0] for p in pairs]) if pairs else torch.empty(0, dtype=torch.int64)
-    score = torch.cat([p[1] for p in pairs]) if pairs else torch.empty(0)
-    if trainer.world_size > 1:
-        index = trainer.strategy.all_gather(index).flatten()
-        score = trainer.strategy.all_gather(score).flatten()
-    index, unique = _unique_first(index.cpu())
-    return scores_by_index(index, score.cpu()[unique], num_items)
-
-
-def _unique_first(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop repeats (a distributed sampler pads ranks by repeating items)."""
-    seen: dict[int, int] = {}
-    for position, i in enumerate(index.tolist()):
-        seen.setdefault(i, position)
-    keep = torch.tensor(list(seen.values()), dtype=torch.int64)
-    return index[keep], keep
-
-
-def compute_scores(cfg: DictConfig) -> Path:
-    """Score every real sample and write ``paths.scores`` (scores, labels, thresholds, split);
-    scores already computed with these settings and this denoiser are left as they are."""
-    out = Path(cfg.paths.scores)
-    provenance = scores_provenance(cfg)
-    if up_to_date(out, provenance, "minority scores"):
-        return out
-    folder = run_dir(cfg)
-    data = build_dataset(plain(cfg.dataset))
+def score_module(cfg: DictConfig) -> MinorityScoreModule:
+    """The frozen denoiser wrapped as the ``scores`` node describes."""
     s = cfg.scores
-    module = MinorityScoreModule(
+    return MinorityScoreModule(
         load_denoiser(plain(cfg.model), cfg.paths.diffusion_ckpt, plain(cfg.diffusion)),
         cfg.diffusion.noise_schedule,
         int(cfg.diffusion.diffusion_steps),
@@ -75,36 +40,98 @@ def compute_scores(cfg: DictConfig) -> Path:
         bool(s.clip_denoised),
         int(cfg.seed),
     )
-    collector = ScoreCollector()
-    trainer = make_trainer(cfg, folder, "scores", callbacks=[collector], inference_mode=False)
-    loader = DataLoader(indexed_dataset(data.x), batch_size=int(s.batch_size))
-    trainer.predict(module, loader, return_predictions=False)
-    scores = gather_scores(trainer, collector.pairs, len(data))
+
+
+def score_shards(cfg: DictConfig, folder: Path, num_items: int, dataset) -> pl.Trainer | None:
+    """Score the items whose shard is not in ``folder / "shards"`` yet; the Trainer that did
+    (None when every shard was there)."""
+    shards = folder / "shards"
+    batch_size = int(cfg.scores.batch_size)
+    ranges = pending_ranges(shards, num_items, batch_size)
+    if not ranges:
+        return None
+    data = RealDataModule(
+        batch_size,
+        int(cfg.dataset.get("num_workers", 0)),
+        predict=dataset,
+        predict_ranges=ranges,
+    )
+    trainer = make_trainer(
+        cfg,
+        folder,
+        "scores",
+        callbacks=[ScoreShardWriter(shards)],
+        inference_mode=False,
+        use_distributed_sampler=False,
+    )
+    trainer.predict(score_module(cfg), datamodule=data, return_predictions=False)
+    trainer.strategy.barrier()
+    return trainer
+
+
+def compute_scores(cfg: DictConfig) -> Path:
+    """Score every real sample and write ``paths.scores`` (scores, labels, thresholds, split);
+    scores already computed with these settings and this denoiser are left as they are.
+
+    Items are streamed (image formats) or indexed in memory (embedded data); each finished
+    batch is a shard in ``run_dir/shards``, so a killed run resumes where it stopped (shards of
+    other settings are cleared first). The shards are merged into ``scores.npz`` next to
+    ``paths.scores`` (``arr_0``: the score of dataset item i at position i).
+    """
+    out = Path(cfg.paths.scores)
+    provenance = scores_provenance(cfg)
+    if up_to_date(out, provenance, "minority scores"):
+        return out
+    folder = run_dir(cfg)
+    prepare_run_folder(folder, provenance, True, ("shards",), ())
+    dataset = item_dataset(plain(cfg.dataset))
+    trainer = score_shards(cfg, folder, len(dataset), dataset)
+    if is_rank_zero():
+        save_scores(cfg, folder, dataset, provenance)
+        if trainer is not None:
+            log_stage(
+                trainer.loggers, [stage_artifact(cfg, "denoiser")], [stage_artifact(cfg, "scores")]
+            )
+    if trainer is not None:
+        trainer.strategy.barrier()
+        close_logger(trainer)
+    return out
+
+
+def save_scores(cfg: DictConfig, folder: Path, dataset, provenance: dict) -> Path:
+    """Merge the shards, bin the scores into labels, split, write ``paths.scores`` and the
+    figure of the lowest, median and highest scored real samples."""
+    out = Path(cfg.paths.scores)
+    merged = merge_shards(folder / "shards", len(dataset), out.with_suffix(".npz"))
+    scores = torch.from_numpy(np.load(merged)["arr_0"])
+    s = cfg.scores
     labels, thresholds = minority_labels(scores, int(s.num_classes))
     train_idx, val_idx = stratified_split(labels, float(s.val_fraction), int(cfg.seed))
-    if trainer.global_rank == 0:
-        content = {
-            "scores": scores,
-            "labels": labels,
-            "thresholds": thresholds,
-            "train_idx": train_idx,
-            "val_idx": val_idx,
-            "settings": plain(s),
-            "dataset": cfg.dataset.name,
-            "provenance": provenance,
-        }
-        torch_save_atomic(content, out)
-        figure = save_score_extremes(
-            to_storage(data.x),
-            scores.numpy(),
-            folder / "score_extremes.png",
-            f"{cfg.dataset.name}: real samples with the lowest, median and highest minority "
-            f"scores ({s.distance}, t = {s.perturb_t}, {s.num_draws} draws)",
-        )
-        log.info("minority scores of %d samples saved to %s; figure: %s", len(scores), out, figure)
-        log_stage(
-            trainer.loggers, [stage_artifact(cfg, "denoiser")], [stage_artifact(cfg, "scores")]
-        )
-    trainer.strategy.barrier()
-    close_logger(trainer)
+    content = {
+        "scores": scores,
+        "labels": labels,
+        "thresholds": thresholds,
+        "train_idx": train_idx,
+        "val_idx": val_idx,
+        "settings": plain(s),
+        "dataset": cfg.dataset.name,
+        "provenance": provenance,
+    }
+    torch_save_atomic(content, out)
+    figure = save_score_extremes(
+        stored_items(cfg, dataset),
+        scores.numpy(),
+        folder / "score_extremes.png",
+        f"{cfg.dataset.name}: real samples with the lowest, median and highest minority "
+        f"scores ({s.distance}, t = {s.perturb_t}, {s.num_draws} draws)",
+    )
+    log.info("minority scores of %d samples saved to %s; figure: %s", len(scores), out, figure)
     return out
+
+
+def stored_items(cfg: DictConfig, dataset) -> np.ndarray | Callable[[np.ndarray], np.ndarray]:
+    """The real data as stored: all of it for embedded data, a reader of the given indices for
+    images streamed from disk."""
+    if not cfg.dataset.get("format"):
+        return to_storage(torch.stack([dataset[i][0] for i in range(len(dataset))]))
+    return lambda idx: to_storage(torch.stack([dataset[int(i)][0] for i in idx]))

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
 
 from minority.data import build_dataset
+from minority.data.images import build_image_dataset
 from minority.errors import UserError, require
 from minority.lit.classifier import MinorityClassifierModule
+from minority.lit.data import RealDataModule, TargetSubset
 from minority.outputs import load_torch_file, torch_save_atomic
 from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir, tensor_loader
 from minority.tasks.provenance import (
@@ -40,6 +44,65 @@ def load_scores(cfg: DictConfig, num_items: int) -> dict:
     return content
 
 
+@dataclass
+class ClassifierData:
+    """The real data of the classifier: images streamed from disk, or tensors in memory.
+
+    Attributes:
+        cfg: the run's config.
+        streamed: (training items with the classifier's augmentation, plain validation items)
+            for image formats, else None.
+        x: the in-memory samples (embedded data), else None.
+    """
+
+    cfg: DictConfig
+    streamed: tuple[Dataset, Dataset] | None = None
+    x: torch.Tensor | None = None
+
+    @property
+    def num_items(self) -> int:
+        return len(self.streamed[1]) if self.streamed is not None else len(self.x)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple((self.streamed[0][0][0] if self.streamed is not None else self.x[0]).shape)
+
+    def fit_inputs(self, scores: dict, batch_size: int, seed: int) -> dict[str, Any]:
+        """``Trainer.fit``'s data arguments: batches of (x0, minority label) for training and
+        validation."""
+        labels, train_idx, val_idx = scores["labels"], scores["train_idx"], scores["val_idx"]
+        if self.streamed is None:
+            train, val = (
+                tensor_loader(self.x[idx], labels[idx], batch_size=batch_size, shuffle=shuffle)
+                for idx, shuffle in ((train_idx, True), (val_idx, False))
+            )
+            return {"train_dataloaders": train, "val_dataloaders": val}
+        workers = int(self.cfg.dataset.get("num_workers", 0))
+        train, val = self.streamed
+        data = RealDataModule(
+            batch_size,
+            workers,
+            train=TargetSubset(train, train_idx, labels),
+            val=TargetSubset(val, val_idx, labels),
+            seed=seed,
+        )
+        return {"datamodule": data}
+
+
+def classifier_data(cfg: DictConfig) -> ClassifierData:
+    """Image formats stream (training items flipped and augmented as ``classifier.random_flip``
+    and ``classifier.augment`` say, per (seed, index, epoch)); embedded data stay in memory."""
+    dataset_cfg = plain(cfg.dataset)
+    if not dataset_cfg.get("format"):
+        return ClassifierData(cfg, x=build_dataset(dataset_cfg).x)
+    c = cfg.classifier
+    train = build_image_dataset(
+        dataset_cfg, random_flip=bool(c.random_flip), augment=c.get("augment") or False
+    )
+    val = build_image_dataset(dataset_cfg, random_flip=False, augment=False)
+    return ClassifierData(cfg, streamed=(train, val))
+
+
 def train_classifier(cfg: DictConfig) -> Path:
     """Fit p(l | x_t, t) and write ``paths.classifier_ckpt`` (hyper-parameters + weights),
     resuming from ``last.ckpt`` (or ``ckpt_path``) when it was saved with the same settings; a
@@ -54,8 +117,8 @@ def train_classifier(cfg: DictConfig) -> Path:
     resume = resume_checkpoint(cfg, folder, provenance)
     run_dir(cfg)
     pl.seed_everything(cfg.seed, workers=True)
-    data = build_dataset(plain(cfg.dataset))
-    scores = load_scores(cfg, len(data))
+    data = classifier_data(cfg)
+    scores = load_scores(cfg, data.num_items)
     num_classes = int(scores["thresholds"].numel())
     module = MinorityClassifierModule(
         num_classes,
@@ -67,23 +130,18 @@ def train_classifier(cfg: DictConfig) -> Path:
         float(c.lr),
         float(c.weight_decay),
         int(cfg.trainer.max_steps),
-        bool(c.random_flip),
+        bool(c.random_flip) and data.streamed is None,
         int(cfg.seed),
     )
-    labels = scores["labels"]
 
-    def loader(idx: torch.Tensor, shuffle: bool) -> DataLoader:
-        return tensor_loader(
-            data.x[idx], labels[idx], batch_size=int(c.batch_size), shuffle=shuffle
-        )
-
-    train_loader = loader(scores["train_idx"], True)
+    inputs = data.fit_inputs(scores, int(c.batch_size), int(cfg.seed))
+    train_loader = inputs.get("train_dataloaders")
     trainer = make_trainer(
         cfg,
         folder,
         "classifier",
         resume_step=resume.step if resume else None,
-        epoch_length=len(train_loader),
+        epoch_length=None if train_loader is None else len(train_loader),
         max_epochs=-1,
         val_check_interval=None,
         check_val_every_n_epoch=None,
@@ -94,13 +152,9 @@ def train_classifier(cfg: DictConfig) -> Path:
             RecordProvenance(provenance),
             LearningRateMonitor(logging_interval="step"),
         ],
+        **({} if data.streamed is None else {"use_distributed_sampler": False}),
     )
-    trainer.fit(
-        module,
-        train_loader,
-        loader(scores["val_idx"], False),
-        ckpt_path=resume.path if resume else None,
-    )
+    trainer.fit(module, **inputs, ckpt_path=resume.path if resume else None)
     trainer.save_checkpoint(folder / "checkpoints" / "last.ckpt")
     if trainer.global_rank == 0:
         content = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -11,6 +12,8 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, We
 from torch import Tensor
 
 from minority.data import build_dataset
+from minority.data.images import build_image_dataset
+from minority.lit.data import RealDataModule
 from minority.lit.diffusion import DiffusionModule
 from minority.lit.previews import SamplePreview
 from minority.models.build import save_checkpoint
@@ -43,7 +46,7 @@ def ema_weights(last_ckpt: Path) -> dict[str, Tensor]:
     return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
 
 
-def preview(cfg: DictConfig, folder: Path, data) -> SamplePreview:
+def preview(cfg: DictConfig, folder: Path, data: TrainingData) -> SamplePreview:
     """Sample pictures every ``train.preview.every`` steps into ``<run>/previews``."""
     p = cfg.train.preview
     return SamplePreview(
@@ -54,6 +57,42 @@ def preview(cfg: DictConfig, folder: Path, data) -> SamplePreview:
         data.sample_shape,
         data.mixture,
     )
+
+
+class TrainingData(NamedTuple):
+    """The training batches and what the Trainer and the previews need to know of them.
+
+    Attributes:
+        batches: a DataLoader (embedded data) or a :class:`RealDataModule` (image formats).
+        sample_shape: one sample's shape, e.g. (2,) or (3, 64, 64).
+        mixture: the toy2d mixture (drawn under preview scatters), else None.
+        epoch_length: batches per epoch when known before fitting, else None.
+        trainer_options: extra Trainer arguments the batches need.
+    """
+
+    batches: Any
+    sample_shape: tuple[int, ...]
+    mixture: Any
+    epoch_length: int | None
+    trainer_options: dict[str, Any]
+
+
+def training_data(cfg: DictConfig) -> TrainingData:
+    """The training batches of ``cfg.dataset``.
+
+    Image formats stream from disk through a :class:`RealDataModule` (``dataset.num_workers``
+    decoding processes); embedded data are batched from memory.
+    """
+    dataset_cfg, batch_size = plain(cfg.dataset), int(cfg.train.batch_size)
+    if dataset_cfg.get("format"):
+        dataset = build_image_dataset(dataset_cfg)
+        workers = int(dataset_cfg.get("num_workers", 0))
+        data = RealDataModule(batch_size, workers, train=dataset, seed=int(cfg.seed))
+        shape = tuple(dataset[0][0].shape)
+        return TrainingData(data, shape, None, None, {"use_distributed_sampler": False})
+    real = build_dataset(dataset_cfg)
+    loader = tensor_loader(real.x, batch_size=batch_size, shuffle=True)
+    return TrainingData(loader, real.sample_shape, real.mixture, len(loader), {})
 
 
 def train_diffusion(cfg: DictConfig) -> Path:
@@ -71,8 +110,7 @@ def train_diffusion(cfg: DictConfig) -> Path:
     resume = resume_checkpoint(cfg, folder, provenance)
     run_dir(cfg)
     pl.seed_everything(cfg.seed, workers=True)
-    data = build_dataset(plain(cfg.dataset))
-    loader = tensor_loader(data.x, batch_size=int(cfg.train.batch_size), shuffle=True)
+    data = training_data(cfg)
     module = DiffusionModule(
         plain(cfg.model), plain(cfg.diffusion), float(cfg.train.lr), int(cfg.trainer.max_steps)
     )
@@ -85,7 +123,8 @@ def train_diffusion(cfg: DictConfig) -> Path:
         "diffusion",
         resume_step=resume.step if resume else None,
         max_epochs=-1,
-        epoch_length=len(loader),
+        epoch_length=data.epoch_length,
+        **data.trainer_options,
         callbacks=[
             WeightAveraging(avg_fn=ema_with_warmup(float(cfg.train.ema_decay))),
             checkpoints,
@@ -94,7 +133,7 @@ def train_diffusion(cfg: DictConfig) -> Path:
             preview(cfg, folder, data),
         ],
     )
-    trainer.fit(module, loader, ckpt_path=resume.path if resume else None)
+    trainer.fit(module, data.batches, ckpt_path=resume.path if resume else None)
     last = folder / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(last)
     if trainer.global_rank == 0:
