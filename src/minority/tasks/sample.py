@@ -17,7 +17,15 @@ from minority.lit.sampling import SamplingModule, ShardWriter, pending_ranges
 from minority.models.build import build_diffusion_for, is_class_conditional, load_denoiser
 from minority.outputs import merge_shards, save_picture
 from minority.sampling.init import Initialisation
-from minority.tasks.common import close_logger, log, log_results, make_trainer, plain, run_dir
+from minority.tasks.common import (
+    adopt_diffusers_folder,
+    close_logger,
+    log,
+    log_results,
+    make_trainer,
+    plain,
+    run_dir,
+)
 from minority.tasks.evaluate import evaluate_task
 
 
@@ -113,6 +121,7 @@ def sample_task(cfg: DictConfig) -> Path:
     Returns:
         The merged ``samples.npz``.
     """
+    adopt_diffusers_folder(cfg, cfg.checkpoint)
     check_sampling_config(cfg)
     folder = run_dir(cfg)
     shards = folder / "shards"

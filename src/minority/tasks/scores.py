@@ -19,7 +19,14 @@ from minority.models.build import load_denoiser
 from minority.outputs import torch_save_atomic
 from minority.scores.labels import minority_labels, stratified_split
 from minority.scores.minority_score import scores_by_index
-from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir
+from minority.tasks.common import (
+    adopt_diffusers_folder,
+    close_logger,
+    log,
+    make_trainer,
+    plain,
+    run_dir,
+)
 
 
 class ScoreCollector(pl.Callback):
@@ -54,6 +61,7 @@ def _unique_first(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def compute_scores(cfg: DictConfig) -> Path:
     """Score every real sample and write ``paths.scores`` (scores, labels, thresholds, split)."""
+    adopt_diffusers_folder(cfg, cfg.paths.diffusion_ckpt)
     folder = run_dir(cfg)
     data = build_dataset(plain(cfg.dataset))
     s = cfg.scores

@@ -13,7 +13,15 @@ from minority.data import build_dataset
 from minority.errors import UserError, require
 from minority.lit.classifier import MinorityClassifierModule
 from minority.outputs import torch_save_atomic
-from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir, tensor_loader
+from minority.tasks.common import (
+    adopt_diffusers_folder,
+    close_logger,
+    log,
+    make_trainer,
+    plain,
+    run_dir,
+    tensor_loader,
+)
 
 
 def load_scores(cfg: DictConfig, num_items: int) -> dict:
@@ -29,7 +37,9 @@ def load_scores(cfg: DictConfig, num_items: int) -> dict:
 
 
 def train_classifier(cfg: DictConfig) -> Path:
-    """Fit p(l | x_t, t) and write ``paths.classifier_ckpt`` (hyper-parameters + weights)."""
+    """Fit p(l | x_t, t) and write ``paths.classifier_ckpt`` (hyper-parameters + weights);
+    for a diffusers model, on the schedule of its folder (``paths.diffusion_ckpt``)."""
+    adopt_diffusers_folder(cfg, cfg.paths.diffusion_ckpt)
     folder = run_dir(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     data = build_dataset(plain(cfg.dataset))
