@@ -1,0 +1,257 @@
+"""Second-implementation parity: the project's DDPM and DDIM against diffusers' schedulers.
+
+The same tiny random UNet2DModel, loaded by the project from its saved folder and run by
+diffusers directly, walks the same timesteps from the same x_T with the same recorded noise
+(:class:`ReplayNoise` for the project; diffusers' DDPM draw replaced by it, its DDIM given it as
+``variance_noise``). Every step's x_{t−1} must agree to float tolerance. diffusers computes its
+schedule in float32, the project in float64: that is the whole difference.
+
+Respacing correspondence (T = num_train_timesteps, N = steps):
+
+* diffusers ``linspace`` = guided-diffusion's ``"N"`` (first and last step kept) for the usual N;
+  a few N differ by one timestep where (T−1)·i/(N−1) is a half integer (T = 1000, N = 21).
+* ``leading`` with ``steps_offset`` 0 = ``"ddimN"`` exactly when N divides T (N > 1).
+* ``trailing`` and ``leading`` with ``steps_offset`` > 0 have no guided-diffusion form; the
+  project walks them through an explicit ``timestep_map``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers_helpers import BETA_SCHEDULES, diffusers, save_folder, tiny_unet
+
+from minority.diffusion.gaussian import GaussianDiffusion
+from minority.diffusion.schedule import get_betas, space_timesteps
+from minority.models.build import build_diffusion_for, load_denoiser
+from minority.models.diffusers_unet import DIFFUSERS_ARCH, read_diffusers_folder
+from minority.sampling.loop import sample
+from minority.sampling.noise import ReplayNoise
+
+BATCH, STEPS = 2, 10
+TOLERANCE = {"atol": 2e-5, "rtol": 1e-4}
+ddpm_module = diffusers.schedulers.scheduling_ddpm
+
+
+def project_model(folder: Path, respacing: str | None = None, timesteps=None):
+    """The project's denoiser and diffusion of a diffusers folder, respaced by a
+    guided-diffusion spec or walking explicit original ``timesteps``."""
+    model = read_diffusers_folder(folder)
+    denoiser = load_denoiser({"arch": DIFFUSERS_ARCH}, folder)
+    model_cfg = {"arch": DIFFUSERS_ARCH, "flags": model.model_flags()}
+    diffusion = build_diffusion_for(model_cfg, model.diffusion(), respacing)
+    if timesteps is not None:
+        betas = get_betas(model.diffusion()["noise_schedule"], model.diffusion()["diffusion_steps"])
+        diffusion = GaussianDiffusion(betas, sorted(int(t) for t in timesteps), model.variance_type)
+    return denoiser, diffusion
+
+
+def recorded_noise(num_steps: int, seed: int = 1) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """x_T and one draw per step, (B, 1, 8, 8) each."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (BATCH, 1, 8, 8)
+    x_T = torch.randn(shape, generator=generator)
+    return x_T, [torch.randn(shape, generator=generator) for _ in range(num_steps)]
+
+
+def project_trajectory(denoiser, diffusion, x_T, draws, sampler, eta=0.0, clip=True, y=None):
+    role = "ancestral" if sampler == "ddpm" else "ddim"
+    noise = ReplayNoise([x_T, *draws], ["x_T"] + [role] * len(draws))
+    steps: list[torch.Tensor] = []
+    sample(
+        denoiser,
+        diffusion,
+        x_T.shape,
+        noise,
+        sampler,
+        eta,
+        clip_denoised=clip,
+        y=y,
+        callback=lambda i, out: steps.append(out.x_prev),
+    )
+    assert noise.position == len(draws) + 1
+    return steps
+
+
+@torch.no_grad()
+def diffusers_trajectory(unet, scheduler, x_T, draws, monkeypatch, eta=None, y=None):
+    """diffusers' loop over ``scheduler.timesteps`` (set by the caller): DDPM when ``eta`` is
+    None, else DDIM(eta) with ε re-derived from the clipped x̂0 as guided-diffusion does."""
+    x, steps = x_T, []
+    for t, z in zip(scheduler.timesteps, draws, strict=True):
+        out = unet(x, t, class_labels=y).sample
+        if eta is None:
+            monkeypatch.setattr(ddpm_module, "randn_tensor", lambda *args, z=z, **kwargs: z)
+            x = scheduler.step(out, t, x).prev_sample
+        else:
+            noise = z if eta > 0 else None
+            x = scheduler.step(
+                out, t, x, eta=eta, use_clipped_model_output=True, variance_noise=noise
+            ).prev_sample
+        steps.append(x)
+    return steps
+
+
+def assert_same_steps(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> None:
+    assert len(ours) == len(theirs)
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, **TOLERANCE, msg=lambda m, i=i: f"step {i}: {m}")
+
+
+@pytest.mark.parametrize("beta_schedule", BETA_SCHEDULES)
+def test_ddpm_equals_diffusers_ddpm_scheduler(tmp_path, monkeypatch, beta_schedule) -> None:
+    config = {"beta_schedule": beta_schedule, "timestep_spacing": "linspace"}
+    unet = tiny_unet()
+    folder = save_folder(tmp_path, unet, **config)
+    scheduler = diffusers.DDPMScheduler(**config)
+    scheduler.set_timesteps(STEPS)
+    denoiser, diffusion = project_model(folder, str(STEPS))
+    assert diffusion.timestep_map == sorted(scheduler.timesteps.tolist())
+    x_T, draws = recorded_noise(STEPS)
+    assert_same_steps(
+        project_trajectory(denoiser, diffusion, x_T, draws, "ddpm"),
+        diffusers_trajectory(unet, scheduler, x_T, draws, monkeypatch),
+    )
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+@pytest.mark.parametrize("beta_schedule", BETA_SCHEDULES)
+def test_ddim_equals_diffusers_ddim_scheduler(tmp_path, monkeypatch, beta_schedule, eta) -> None:
+    config = {"beta_schedule": beta_schedule, "timestep_spacing": "leading", "steps_offset": 0}
+    unet = tiny_unet()
+    folder = save_folder(tmp_path, unet, **config)
+    scheduler = diffusers.DDIMScheduler(**config, set_alpha_to_one=True)
+    scheduler.set_timesteps(STEPS)
+    denoiser, diffusion = project_model(folder, f"ddim{STEPS}")
+    assert diffusion.timestep_map == sorted(scheduler.timesteps.tolist())
+    x_T, draws = recorded_noise(STEPS)
+    assert_same_steps(
+        project_trajectory(denoiser, diffusion, x_T, draws, "ddim", eta),
+        diffusers_trajectory(unet, scheduler, x_T, draws, monkeypatch, eta),
+    )
+
+
+@pytest.mark.parametrize(
+    ("prediction_type", "variance_type", "clip"),
+    [
+        ("v_prediction", "learned_range", True),
+        ("sample", "fixed_large", False),
+        ("epsilon", "fixed_small_log", False),
+        ("v_prediction", "fixed_small", False),
+    ],
+)
+def test_predictions_variances_and_clipping_follow_the_scheduler(
+    tmp_path, monkeypatch, prediction_type, variance_type, clip
+) -> None:
+    """ε from v or x̂0, learned-range and fixed variances at respaced steps, clip on and off,
+    on a class-conditional UNet: DDPM and DDIM(η = 1) both equal diffusers'."""
+    config = {
+        "beta_schedule": "linear",
+        "prediction_type": prediction_type,
+        "variance_type": variance_type,
+        "clip_sample": clip,
+    }
+    unet = tiny_unet(num_classes=3, learn_sigma=variance_type == "learned_range")
+    folder = save_folder(tmp_path, unet, **config)
+    assert read_diffusers_folder(folder).clip_denoised is clip
+    y = torch.tensor([2, 0])
+    x_T, draws = recorded_noise(STEPS)
+    ddpm = diffusers.DDPMScheduler(**config, timestep_spacing="leading")
+    ddpm.set_timesteps(STEPS)
+    denoiser, diffusion = project_model(folder, f"ddim{STEPS}")
+    assert_same_steps(
+        project_trajectory(denoiser, diffusion, x_T, draws, "ddpm", clip=clip, y=y),
+        diffusers_trajectory(unet, ddpm, x_T, draws, monkeypatch, y=y),
+    )
+    if variance_type == "learned_range":
+        return  # DDIM ignores the learned variance; diffusers' DDIM expects C channels
+    config.pop("variance_type")
+    ddim = diffusers.DDIMScheduler(**config)
+    ddim.set_timesteps(STEPS)
+    assert_same_steps(
+        project_trajectory(denoiser, diffusion, x_T, draws, "ddim", 1.0, clip=clip, y=y),
+        diffusers_trajectory(unet, ddim, x_T, draws, monkeypatch, 1.0, y=y),
+    )
+
+
+@pytest.mark.parametrize(
+    ("spacing", "offset"), [("trailing", 0), ("leading", 1)], ids=["trailing", "leading+1"]
+)
+def test_spacings_without_a_respacing_form_run_as_explicit_timesteps(
+    tmp_path, monkeypatch, spacing, offset
+) -> None:
+    """trailing (ends at t = T/N − 1) and leading + steps_offset walk the same timesteps through
+    the project's timestep_map: DDIM(η = 0) and DDPM agree step by step (fixed_small: the
+    noise diffusers adds at a last step t > 0 has σ = 1e-10)."""
+    config = {"beta_schedule": "scaled_linear", "timestep_spacing": spacing, "steps_offset": offset}
+    unet = tiny_unet()
+    folder = save_folder(tmp_path, unet, **config)
+    x_T, draws = recorded_noise(STEPS)
+    ddim = diffusers.DDIMScheduler(**config)
+    ddim.set_timesteps(STEPS)
+    timesteps = ddim.timesteps.tolist()
+    assert timesteps[-1] > 0
+    denoiser, diffusion = project_model(folder, timesteps=timesteps)
+    assert_same_steps(
+        project_trajectory(denoiser, diffusion, x_T, draws, "ddim"),
+        diffusers_trajectory(unet, ddim, x_T, draws, monkeypatch, 0.0),
+    )
+    ddpm = diffusers.DDPMScheduler(**config)
+    ddpm.set_timesteps(timesteps=timesteps)
+    assert_same_steps(
+        project_trajectory(denoiser, diffusion, x_T, draws, "ddpm"),
+        diffusers_trajectory(unet, ddpm, x_T, draws, monkeypatch),
+    )
+
+
+def test_full_schedule_ddpm_equals_diffusers(tmp_path, monkeypatch) -> None:
+    """No respacing: every one of T = 40 steps, cosine schedule."""
+    config = {"beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 40}
+    unet = tiny_unet()
+    folder = save_folder(tmp_path, unet, **config)
+    scheduler = diffusers.DDPMScheduler(**config)
+    denoiser, diffusion = project_model(folder)
+    assert diffusion.num_timesteps == 40
+    x_T, draws = recorded_noise(40)
+    assert_same_steps(
+        project_trajectory(denoiser, diffusion, x_T, draws, "ddpm"),
+        diffusers_trajectory(unet, scheduler, x_T, draws, monkeypatch),
+    )
+
+
+@pytest.mark.parametrize("beta_schedule", BETA_SCHEDULES)
+def test_betas_equal_diffusers_to_float32(tmp_path, beta_schedule) -> None:
+    config = {"beta_schedule": beta_schedule, "beta_start": 0.00085, "beta_end": 0.012}
+    folder = save_folder(tmp_path, tiny_unet(), **config)
+    node = read_diffusers_folder(folder).diffusion()
+    ours = get_betas(node["noise_schedule"], node["diffusion_steps"])
+    theirs = diffusers.DDPMScheduler(**config).betas.double().numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-9)
+
+
+def test_linspace_spacing_is_guided_diffusions_even_respacing() -> None:
+    scheduler = diffusers.DDPMScheduler(timestep_spacing="linspace")
+    for steps in (10, 20, 25, 50, 100, 250, 500, 1000):
+        scheduler.set_timesteps(steps)
+        assert sorted(scheduler.timesteps.tolist()) == space_timesteps(1000, str(steps))
+    scheduler.set_timesteps(21)
+    differ = set(scheduler.timesteps.tolist()) ^ set(space_timesteps(1000, "21"))
+    assert differ == {499, 500}
+
+
+def test_leading_spacing_is_ddim_respacing_when_the_steps_divide_t() -> None:
+    scheduler = diffusers.DDIMScheduler(timestep_spacing="leading", steps_offset=0)
+    equal = []
+    for steps in range(2, 1001):
+        scheduler.set_timesteps(steps)
+        try:
+            ddim = space_timesteps(1000, f"ddim{steps}")
+        except Exception:  # noqa: BLE001 - no stride gives that many steps
+            continue
+        if sorted(scheduler.timesteps.tolist()) == ddim:
+            equal.append(steps)
+    assert equal == [n for n in range(2, 1001) if 1000 % n == 0]
