@@ -131,10 +131,11 @@ def read_diffusers_folder(path: str | Path) -> DiffusersFolder:
     """
     diffusers = import_diffusers()
     root = Path(path)
-    unet_dir, scheduler_file = _component_paths(root)
+    unet_dir = _unet_dir(root)
     unet = _with_defaults(diffusers.UNet2DModel, _read_json(unet_dir / "config.json"))
     _check_unet(unet, unet_dir)
     _check_not_latent(root)
+    scheduler_file = _scheduler_file(root)
     folder = DiffusersFolder(unet_dir, unet, _scheduler_config(diffusers, scheduler_file))
     _check_scheduler(folder.scheduler, scheduler_file)
     channels, out = int(unet["in_channels"]), int(unet["out_channels"])
@@ -147,14 +148,18 @@ def read_diffusers_folder(path: str | Path) -> DiffusersFolder:
     return folder
 
 
-def _component_paths(root: Path) -> tuple[Path, Path]:
-    """(folder of the UNet, scheduler config file) of a flat or a pipeline folder."""
-    unet_dir = root / "unet" if (root / "model_index.json").is_file() else root
+def _unet_dir(root: Path) -> Path:
+    """The UNet's folder: ``unet/`` of a pipeline folder, else the folder itself."""
+    config = Path("unet" if (root / "model_index.json").is_file() else "", "config.json")
     require(
-        (unet_dir / "config.json").is_file(),
-        f"{root} is not a diffusers model folder: it has no {unet_dir.name}/config.json "
+        (root / config).is_file(),
+        f"{root} is not a diffusers model folder: it has no {config} "
         "(write one with UNet2DModel.save_pretrained).",
     )
+    return (root / config).parent
+
+
+def _scheduler_file(root: Path) -> Path:
     candidates = (root / "scheduler" / "scheduler_config.json", root / "scheduler_config.json")
     found = [file for file in candidates if file.is_file()]
     require(
@@ -162,7 +167,7 @@ def _component_paths(root: Path) -> tuple[Path, Path]:
         f"{root} has no scheduler/scheduler_config.json, which says the model's noise schedule "
         "(write one with DDPMScheduler.save_pretrained).",
     )
-    return unet_dir, found[0]
+    return found[0]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
