@@ -11,8 +11,10 @@ Respacing correspondence (T = num_train_timesteps, N = steps):
 * diffusers ``linspace`` = guided-diffusion's ``"N"`` (first and last step kept) for the usual N;
   a few N differ by one timestep where (T−1)·i/(N−1) is a half integer (T = 1000, N = 21).
 * ``leading`` with ``steps_offset`` 0 = ``"ddimN"`` exactly when N divides T (N > 1).
-* ``trailing`` and ``leading`` with ``steps_offset`` > 0 have no guided-diffusion form; the
-  project walks them through an explicit ``timestep_map``.
+* ``trailing`` and ``leading`` with ``steps_offset`` > 0 have no guided-diffusion form.
+
+Every diffusers spacing has its own respacing form, equal to diffusers' timesteps for every N:
+``"leadingN"`` (``"leadingN+1"`` with steps_offset 1), ``"trailingN"``, ``"linspaceN"``.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import pytest
 import torch
 from diffusers_helpers import BETA_SCHEDULES, diffusers, save_folder, tiny_unet
 
-from minority.diffusion.gaussian import GaussianDiffusion
 from minority.diffusion.schedule import get_betas, space_timesteps
+from minority.errors import UserError
 from minority.models.build import build_diffusion_for, load_denoiser
 from minority.models.diffusers_unet import DIFFUSERS_ARCH, read_diffusers_folder
 from minority.sampling.loop import sample
@@ -36,17 +38,13 @@ TOLERANCE = {"atol": 2e-5, "rtol": 1e-4}
 ddpm_module = diffusers.schedulers.scheduling_ddpm
 
 
-def project_model(folder: Path, respacing: str | None = None, timesteps=None):
-    """The project's denoiser and diffusion of a diffusers folder, respaced by a
-    guided-diffusion spec or walking explicit original ``timesteps``."""
+def project_model(folder: Path, respacing: str | None = None):
+    """The project's denoiser and (respaced) diffusion of a diffusers folder, built as the
+    sampling task builds them."""
     model = read_diffusers_folder(folder)
     denoiser = load_denoiser({"arch": DIFFUSERS_ARCH}, folder)
     model_cfg = {"arch": DIFFUSERS_ARCH, "flags": model.model_flags()}
-    diffusion = build_diffusion_for(model_cfg, model.diffusion(), respacing)
-    if timesteps is not None:
-        betas = get_betas(model.diffusion()["noise_schedule"], model.diffusion()["diffusion_steps"])
-        diffusion = GaussianDiffusion(betas, sorted(int(t) for t in timesteps), model.variance_type)
-    return denoiser, diffusion
+    return denoiser, build_diffusion_for(model_cfg, model.diffusion(), respacing)
 
 
 def recorded_noise(num_steps: int, seed: int = 1) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -179,14 +177,15 @@ def test_predictions_variances_and_clipping_follow_the_scheduler(
 
 
 @pytest.mark.parametrize(
-    ("spacing", "offset"), [("trailing", 0), ("leading", 1)], ids=["trailing", "leading+1"]
+    ("spacing", "offset", "respacing"),
+    [("trailing", 0, "trailing10"), ("leading", 1, "leading10+1")],
+    ids=["trailing", "leading+1"],
 )
-def test_spacings_without_a_respacing_form_run_as_explicit_timesteps(
-    tmp_path, monkeypatch, spacing, offset
+def test_spacings_without_a_guided_diffusion_form(
+    tmp_path, monkeypatch, spacing, offset, respacing
 ) -> None:
-    """trailing (ends at t = T/N − 1) and leading + steps_offset walk the same timesteps through
-    the project's timestep_map: DDIM(η = 0) and DDPM agree step by step (fixed_small: the
-    noise diffusers adds at a last step t > 0 has σ = 1e-10)."""
+    """trailing (ends at t = T/N − 1) and leading + steps_offset: DDIM(η = 0) and DDPM agree
+    step by step (fixed_small: the noise diffusers adds at a last step t > 0 has σ = 1e-10)."""
     config = {"beta_schedule": "scaled_linear", "timestep_spacing": spacing, "steps_offset": offset}
     unet = tiny_unet()
     folder = save_folder(tmp_path, unet, **config)
@@ -194,8 +193,8 @@ def test_spacings_without_a_respacing_form_run_as_explicit_timesteps(
     ddim = diffusers.DDIMScheduler(**config)
     ddim.set_timesteps(STEPS)
     timesteps = ddim.timesteps.tolist()
-    assert timesteps[-1] > 0
-    denoiser, diffusion = project_model(folder, timesteps=timesteps)
+    denoiser, diffusion = project_model(folder, respacing)
+    assert timesteps[-1] > 0 and diffusion.timestep_map == timesteps[::-1]
     assert_same_steps(
         project_trajectory(denoiser, diffusion, x_T, draws, "ddim"),
         diffusers_trajectory(unet, ddim, x_T, draws, monkeypatch, 0.0),
@@ -250,8 +249,28 @@ def test_leading_spacing_is_ddim_respacing_when_the_steps_divide_t() -> None:
         scheduler.set_timesteps(steps)
         try:
             ddim = space_timesteps(1000, f"ddim{steps}")
-        except Exception:  # noqa: BLE001 - no stride gives that many steps
+        except UserError:  # no stride gives that many steps
             continue
         if sorted(scheduler.timesteps.tolist()) == ddim:
             equal.append(steps)
     assert equal == [n for n in range(2, 1001) if 1000 % n == 0]
+
+
+@pytest.mark.parametrize("num_timesteps", [1000, 50])
+def test_diffusers_spacing_forms_equal_diffusers_timesteps(num_timesteps: int) -> None:
+    scheduler = diffusers.DDPMScheduler(num_train_timesteps=num_timesteps)
+    for spacing, offset, form in (
+        ("leading", 0, "leading{}"),
+        ("leading", 1, "leading{}+1"),
+        ("trailing", 0, "trailing{}"),
+        ("linspace", 0, "linspace{}"),
+    ):
+        scheduler.register_to_config(timestep_spacing=spacing, steps_offset=offset)
+        for steps in range(2, num_timesteps + 1):
+            scheduler.set_timesteps(steps)
+            expected = scheduler.timesteps.tolist()[::-1]
+            if expected[-1] >= num_timesteps:  # diffusers' steps_offset runs past T − 1
+                with pytest.raises(UserError, match="reaches past the last timestep"):
+                    space_timesteps(num_timesteps, form.format(steps))
+                continue
+            assert space_timesteps(num_timesteps, form.format(steps)) == expected, (form, steps)

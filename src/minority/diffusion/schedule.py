@@ -108,11 +108,16 @@ def space_timesteps(num_timesteps: int, spec: str | int | None) -> list[int]:
 
     Forms (as guided-diffusion): ``""``/None = all T steps; ``"250"`` = 250 steps spread evenly
     with first and last kept; ``"10,20"`` = the T steps cut into equal sections with 10 and 20
-    steps each; ``"ddim50"`` = ``range(0, T, stride)`` with exactly 50 steps.
+    steps each; ``"ddim50"`` = ``range(0, T, stride)`` with exactly 50 steps. diffusers'
+    ``timestep_spacing`` with N steps: ``"leading50"`` (``"leading50+1"`` with steps_offset 1),
+    ``"trailing50"`` and ``"linspace50"``.
     """
     if spec is None or str(spec).strip() == "":
         return list(range(num_timesteps))
     spec = str(spec).strip()
+    spacing = next((name for name in DIFFUSERS_SPACINGS if spec.startswith(name)), None)
+    if spacing is not None:
+        return _diffusers_spacing(num_timesteps, spacing, spec)
     if spec.startswith("ddim"):
         count = _parse_count(spec[4:], spec)
         return list(range(0, num_timesteps, _ddim_stride(num_timesteps, count)))
@@ -126,6 +131,34 @@ def space_timesteps(num_timesteps: int, spec: str | int | None) -> list[int]:
         kept.extend(start + step for step in _section_steps(size, count))
         start += size
     return sorted(set(kept))
+
+
+DIFFUSERS_SPACINGS = ("leading", "trailing", "linspace")
+
+
+def _diffusers_spacing(num_timesteps: int, spacing: str, spec: str) -> list[int]:
+    """diffusers' N timesteps, ascending: leading i·⌊T/N⌋ + offset, trailing
+    round(T − i·T/N) − 1, linspace round(i·(T−1)/(N−1)), for i = 0..N−1."""
+    count_text, plus, offset_text = spec[len(spacing) :].partition("+")
+    count = _parse_count(count_text, spec)
+    require(count <= num_timesteps, f"Cannot take {count} steps from {num_timesteps} in '{spec}'.")
+    require(not plus or spacing == "leading", f"Only leading spacing takes an offset ('{spec}').")
+    require(
+        not plus or offset_text.isdigit(),
+        f"Bad timestep respacing '{spec}': the steps_offset after '+' is a whole number.",
+    )
+    offset = int(offset_text) if plus else 0
+    if spacing == "leading":
+        steps = np.arange(count) * (num_timesteps // count) + offset
+    elif spacing == "trailing":
+        steps = np.round(np.arange(num_timesteps, 0, -num_timesteps / count)) - 1
+    else:
+        steps = np.linspace(0, num_timesteps - 1, count).round()
+    require(
+        int(steps.max()) < num_timesteps,
+        f"Respacing '{spec}' reaches past the last timestep {num_timesteps - 1}.",
+    )
+    return sorted({int(step) for step in steps})
 
 
 def _parse_count(text: str, spec: str) -> int:
