@@ -45,11 +45,15 @@ def test_folder_loads_as_an_eps_denoiser(tmp_path: Path, pipeline: bool) -> None
     }
 
 
-def test_scheduler_config_at_the_top_of_the_folder_is_found(tmp_path: Path) -> None:
+def test_flat_folder_with_everything_at_the_top_is_found(tmp_path: Path) -> None:
+    """config.json, scheduler_config.json and model_index.json side by side (older layout)."""
     tiny_unet().save_pretrained(tmp_path)
     diffusers.DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False).save_pretrained(
         tmp_path
     )
+    index = {"_class_name": "DDIMPipeline", "unet": ["diffusers", "UNet2DModel"]}
+    (tmp_path / "model_index.json").write_text(json.dumps(index))
+    assert load_denoiser(MODEL, tmp_path).net.prediction_type == "epsilon"
     model = read_diffusers_folder(tmp_path)
     assert model.diffusion() == {
         "noise_schedule": "scaled_linear:0.0001:0.02",

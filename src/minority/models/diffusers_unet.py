@@ -2,8 +2,8 @@
 
 A folder is what diffusers' ``save_pretrained`` writes, read from disk only (never downloaded):
 
-* the UNet: ``config.json`` and its weights at the folder's top, or in ``unet/`` of a pipeline
-  folder (one with ``model_index.json``, as ``DDPMPipeline.save_pretrained`` writes);
+* the UNet: ``config.json`` and its weights in ``unet/`` of a pipeline folder (as
+  ``DDPMPipeline.save_pretrained`` writes, with ``model_index.json``), else at the top;
 * the scheduler: ``scheduler/scheduler_config.json``, else ``scheduler_config.json`` at the top.
 
 The scheduler config is the model's diffusion: ``beta_schedule`` (linear, scaled_linear,
@@ -150,13 +150,13 @@ def read_diffusers_folder(path: str | Path) -> DiffusersFolder:
 
 def _unet_dir(root: Path) -> Path:
     """The UNet's folder: ``unet/`` of a pipeline folder, else the folder itself."""
-    config = Path("unet" if (root / "model_index.json").is_file() else "", "config.json")
+    found = [folder for folder in (root / "unet", root) if (folder / "config.json").is_file()]
     require(
-        (root / config).is_file(),
-        f"{root} is not a diffusers model folder: it has no {config} "
+        bool(found),
+        f"{root} is not a diffusers model folder: it has no config.json or unet/config.json "
         "(write one with UNet2DModel.save_pretrained).",
     )
-    return (root / config).parent
+    return found[0]
 
 
 def _scheduler_file(root: Path) -> Path:
