@@ -50,3 +50,22 @@ def save_folder(
         unet.save_pretrained(path)
         scheduler.save_pretrained(path / "scheduler")
     return path
+
+
+def conditional_unet_folder(path: Path) -> Path:
+    """A tiny text-conditioned UNet2DConditionModel saved alone at ``path``."""
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        cross_attention_dim=8,
+        attention_head_dim=2,
+        mid_block_type=None,
+    )
+    unet.save_pretrained(path)
+    return path

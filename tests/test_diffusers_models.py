@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers_helpers import diffusers, save_folder, tiny_unet
+from diffusers_helpers import conditional_unet_folder, diffusers, save_folder, tiny_unet
 
 from minority.diffusion.schedule import get_betas, linear_betas
 from minority.errors import UserError
@@ -123,25 +123,6 @@ def test_learned_range_stacks_eps_and_the_variance_interpolant(tmp_path: Path) -
 def write_config(path: Path, **changes) -> None:
     config = json.loads(path.read_text())
     path.write_text(json.dumps({**config, **changes}))
-
-
-def conditional_unet_folder(path: Path) -> Path:
-    """A tiny text-conditioned UNet2DConditionModel, saved alone."""
-    unet = diffusers.UNet2DConditionModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-        cross_attention_dim=8,
-        attention_head_dim=2,
-        mid_block_type=None,
-    )
-    unet.save_pretrained(path)
-    return path
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers_helpers import save_folder, tiny_unet
+from diffusers_helpers import conditional_unet_folder, save_folder, tiny_unet
 from omegaconf import OmegaConf
 from pipeline_helpers import REPO, make_config
 
@@ -135,12 +135,6 @@ def test_a_diffusers_model_is_not_trained_here(tmp_path: Path, folders) -> None:
         run_training_task(cfg)
 
 
-def text_conditioned(path: Path) -> Path:
-    from test_diffusers_models import conditional_unet_folder
-
-    return conditional_unet_folder(path)
-
-
 def thresholding(path: Path) -> Path:
     return save_folder(path, tiny_unet(), thresholding=True)
 
@@ -149,7 +143,7 @@ def thresholding(path: Path) -> Path:
     ("make", "message"),
     [
         (Path.mkdir, "is not a diffusers model folder"),
-        (text_conditioned, "UNet2DConditionModel, which is not supported yet"),
+        (conditional_unet_folder, "UNet2DConditionModel, which is not supported yet"),
         (thresholding, "dynamic thresholding"),
     ],
     ids=["no-config", "text-conditioned", "thresholding"],
@@ -165,7 +159,7 @@ def test_bad_folders_exit_2_with_one_sentence(tmp_path: Path, capsys, make, mess
 
 
 def test_sample_py_refuses_a_text_conditioned_unet(tmp_path: Path) -> None:
-    text_conditioned(tmp_path / "model")
+    conditional_unet_folder(tmp_path / "model")
     done = subprocess.run(
         [
             sys.executable,
