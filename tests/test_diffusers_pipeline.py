@@ -48,7 +48,7 @@ def draw(root: Path, folder: Path, name: str, *overrides: str) -> Path:
         "sample",
         root,
         *DIGITS,
-        f"paths.diffusion_ckpt={folder}",
+        f"checkpoint={folder}",
         "num_samples=4",
         "batch_size=2",
         "progress=false",
