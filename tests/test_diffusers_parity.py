@@ -93,11 +93,13 @@ def diffusers_trajectory(unet, scheduler, x_T, draws, monkeypatch, eta=None, y=N
     return steps
 
 
-def assert_same_steps(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> None:
+def assert_same_steps(
+    ours: list[torch.Tensor], theirs: list[torch.Tensor], tolerance: dict = TOLERANCE
+) -> None:
     assert len(ours) == len(theirs)
     for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
         assert torch.isfinite(a).all()
-        torch.testing.assert_close(a, b, **TOLERANCE, msg=lambda m, i=i: f"step {i}: {m}")
+        torch.testing.assert_close(a, b, **tolerance, msg=lambda m, i=i: f"step {i}: {m}")
 
 
 @pytest.mark.parametrize("beta_schedule", BETA_SCHEDULES)
@@ -274,3 +276,73 @@ def test_diffusers_spacing_forms_equal_diffusers_timesteps(num_timesteps: int) -
                     space_timesteps(num_timesteps, form.format(steps))
                 continue
             assert space_timesteps(num_timesteps, form.format(steps)) == expected, (form, steps)
+
+
+def dpm_solver_trajectory(unet, scheduler, x_T, y=None) -> list[torch.Tensor]:
+    """diffusers' DPMSolverMultistepScheduler loop over ``scheduler.timesteps``."""
+    x, steps = x_T, []
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x = scheduler.step(unet(x, t, class_labels=y).sample, t, x).prev_sample
+            steps.append(x)
+    return steps
+
+
+def dpm_solver(config: dict, clip: bool):
+    """DPM-Solver++(2M) as the project runs it; clipping x̂0 to [−1, 1] is diffusers' dynamic
+    thresholding with ``sample_max_value`` 1 (its threshold max(quantile, 1) clamped to 1)."""
+    return diffusers.DPMSolverMultistepScheduler(
+        **config,
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        solver_type="midpoint",
+        lower_order_final=True,
+        final_sigmas_type="zero",
+        thresholding=clip,
+        sample_max_value=1.0,
+    )
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("beta_schedule", BETA_SCHEDULES)
+def test_dpm_solver_equals_diffusers_dpm_solver_multistep(
+    tmp_path, beta_schedule, prediction_type
+) -> None:
+    """trailing spacing on both sides: first-order start, second-order steps, first-order last
+    step to σ = 0, from the same x_T (no noise is drawn). Cosine with v at t = T − 1 (√ᾱ = 5e-5):
+    the project's ε = √ᾱ v + √(1−ᾱ) x in float32 gives back x̂0 = (x − √(1−ᾱ) ε)/√ᾱ only to
+    ulp(x)/√ᾱ ≈ 1e-3, where diffusers forms x̂0 = √ᾱ x − √(1−ᾱ) v directly."""
+    config = {
+        "beta_schedule": beta_schedule,
+        "prediction_type": prediction_type,
+        "timestep_spacing": "trailing",
+    }
+    cosine_v = (beta_schedule, prediction_type) == ("squaredcos_cap_v2", "v_prediction")
+    unet = tiny_unet()
+    folder = save_folder(tmp_path, unet, clip_sample=False, **config)
+    scheduler = dpm_solver(config, clip=False)
+    scheduler.set_timesteps(STEPS)
+    denoiser, diffusion = project_model(folder, f"trailing{STEPS}")
+    assert diffusion.timestep_map == scheduler.timesteps.tolist()[::-1]
+    x_T, _ = recorded_noise(0)
+    assert_same_steps(
+        project_trajectory(denoiser, diffusion, x_T, [], "dpmpp2m", clip=False),
+        dpm_solver_trajectory(unet, scheduler, x_T),
+        {"atol": 2e-3, "rtol": 1e-4} if cosine_v else TOLERANCE,
+    )
+
+
+@pytest.mark.parametrize("respacing", [str(STEPS), f"ddim{STEPS}", "25"])
+def test_dpm_solver_on_guided_diffusion_respacing_with_clipping(tmp_path, respacing) -> None:
+    """guided-diffusion's respacings (ending at t = 0) given to diffusers as its timesteps, x̂0
+    clipped, a class-conditional UNet: equal step by step."""
+    config = {"beta_schedule": "linear"}
+    unet = tiny_unet(num_classes=3)
+    folder = save_folder(tmp_path, unet, **config)
+    denoiser, diffusion = project_model(folder, respacing)
+    scheduler = dpm_solver(config, clip=True)
+    scheduler.set_timesteps(timesteps=diffusion.timestep_map[::-1])
+    y = torch.tensor([1, 2])
+    x_T, _ = recorded_noise(0)
+    ours = project_trajectory(denoiser, diffusion, x_T, [], "dpmpp2m", clip=True, y=y)
+    assert_same_steps(ours, dpm_solver_trajectory(unet, scheduler, x_T, y=y))
