@@ -59,7 +59,7 @@ def draw(root: Path, folder: Path, name: str, *overrides: str) -> Path:
     return sample_task(cfg)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp2m"])
 @pytest.mark.parametrize("name", list(FOLDERS))
 def test_sample_a_diffusers_folder(tmp_path: Path, folders, name: str, sampler: str) -> None:
     steps = "sampler.steps=ddim5" if sampler == "ddim" else "sampler.steps=5"
@@ -124,6 +124,8 @@ def test_minority_score_classifier_and_guidance(tmp_path: Path) -> None:
     for name, guidance in {
         "minority": ("guidance=minority", "guidance.scale=50"),
         "self": ("guidance=self", "guidance.scale=50"),
+        "minority-dpmpp2m": ("guidance=minority", "guidance.scale=50", "sampler=dpmpp2m"),
+        "self-dpmpp2m": ("guidance=self", "guidance.scale=50", "sampler=dpmpp2m"),
     }.items():
         guided = np.load(draw(tmp_path, folder, name, *guidance))["arr_0"]
         assert guided.shape == plain.shape and not np.array_equal(guided, plain), name
@@ -175,3 +177,23 @@ def test_sample_py_refuses_a_text_conditioned_unet(tmp_path: Path) -> None:
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "UNet2DConditionModel, which is not supported yet" in done.stderr
+
+
+def test_scores_of_a_class_conditional_model_exit_2_with_one_sentence(tmp_path: Path, folders):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "task=scores",
+            *DIGITS,
+            f"paths.diffusion_ckpt={folders['v-class-conditional']}",
+            f"paths.root={tmp_path}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "minority scores of a class-conditional model are not supported" in done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr

@@ -14,8 +14,9 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from minority.data import build_dataset
+from minority.errors import require
 from minority.lit.scoring import MinorityScoreModule, indexed_dataset
-from minority.models.build import load_denoiser
+from minority.models.build import is_class_conditional, load_denoiser
 from minority.outputs import torch_save_atomic
 from minority.scores.labels import minority_labels, stratified_split
 from minority.scores.minority_score import scores_by_index
@@ -62,6 +63,11 @@ def _unique_first(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def compute_scores(cfg: DictConfig) -> Path:
     """Score every real sample and write ``paths.scores`` (scores, labels, thresholds, split)."""
     adopt_diffusers_folder(cfg, cfg.paths.diffusion_ckpt)
+    require(
+        not is_class_conditional(plain(cfg.model)),
+        "task=scores needs an unconditional denoiser: minority scores of a class-conditional "
+        "model are not supported yet.",
+    )
     folder = run_dir(cfg)
     data = build_dataset(plain(cfg.dataset))
     s = cfg.scores
