@@ -200,3 +200,22 @@ def test_lambda_is_half_the_log_snr() -> None:
     diffusion = build_diffusion("linear", 1000, "10")
     a = diffusion.alphas_cumprod
     np.testing.assert_allclose(DPMSolverPP2M(diffusion).lambda_s, 0.5 * np.log(a / (1 - a)))
+
+
+def test_guided_x0_is_clipped_after_the_shift() -> None:
+    """diffusers' order: the guided ε gives x̂0, which is then clipped; the last step returns it."""
+    diffusion = build_diffusion("cosine", 1000, "10")
+    g = torch.full((4, 2), 50.0)
+    guide = Guide(ConstantTerm(g), WeightSchedule(1.0, "var"))
+    seen: list[Tensor] = []
+    x = sample(
+        Denoiser(GaussianEps(diffusion, STD, MEAN)),
+        diffusion,
+        (4, 2),
+        SeededNoise(0, range(4)),
+        "dpmpp2m",
+        guide=guide,
+        callback=lambda i, out: seen.append(out.pred_xstart),
+    )
+    assert all(p.abs().max() <= 1 for p in seen) and seen[0].max() == 1
+    torch.testing.assert_close(x, seen[-1])

@@ -125,7 +125,8 @@ def step(
         eps = eps + guide.schedule.eps_shift(direction(), alpha_bar, alpha_bar_prev)
         pred_xstart = diffusion.pred_xstart(x, k, eps)
         eps = diffusion.pred_eps(x, k, pred_xstart)
-    if solver is not None:
+    if solver is not None:  # diffusers' order: guided ε → x̂0 → clipped (thresholding)
+        pred_xstart = pred_xstart.clamp(-1, 1) if clip_denoised else pred_xstart
         return StepOutput(solver.step(x, i, pred_xstart), pred_xstart)
     sigma = (
         eta
