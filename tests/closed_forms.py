@@ -9,14 +9,14 @@ from minority.diffusion.gaussian import GaussianDiffusion
 
 
 class GaussianEps(nn.Module):
-    """The exact ε-prediction for data x0 ~ N(0, s² I): √(1−ᾱ_t) x_t / (ᾱ_t s² + 1 − ᾱ_t),
-    with ᾱ of the original (un-respaced) schedule."""
+    """The exact ε-prediction for data x0 ~ N(μ, s² I):
+    √(1−ᾱ_t) (x_t − √ᾱ_t μ) / (ᾱ_t s² + 1 − ᾱ_t), with ᾱ of the original (un-respaced) schedule."""
 
-    def __init__(self, diffusion: GaussianDiffusion, std: float):
+    def __init__(self, diffusion: GaussianDiffusion, std: float, mean: float = 0.0):
         super().__init__()
         self.register_buffer("alpha_bar", torch.from_numpy(diffusion.original_alphas_cumprod))
-        self.var = std**2
+        self.var, self.mean = std**2, mean
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         a = self.alpha_bar[t].to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
-        return (1 - a).sqrt() * x / (a * self.var + 1 - a)
+        return (1 - a).sqrt() * (x - a.sqrt() * self.mean) / (a * self.var + 1 - a)

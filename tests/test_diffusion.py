@@ -123,3 +123,24 @@ def test_fixed_variances_at_last_step() -> None:
     np.testing.assert_allclose(
         large.log_variance(k, x).squeeze(1).numpy(), expected_large, rtol=1e-6
     )
+
+
+def test_schedules_with_endpoints_are_closed_forms() -> None:
+    linear = get_betas("linear:0.001:0.03", 50)
+    assert linear[0] == pytest.approx(0.001) and linear[-1] == pytest.approx(0.03)
+    np.testing.assert_allclose(np.diff(linear), 0.029 / 49)
+    scaled = get_betas("scaled_linear:0.00085:0.012", 1000)
+    assert scaled[0] == pytest.approx(0.00085) and scaled[-1] == pytest.approx(0.012)
+    np.testing.assert_allclose(np.diff(np.sqrt(scaled)), (0.012**0.5 - 0.00085**0.5) / 999)
+    for bad in ("scaled_linear", "cosine:0.1:0.2", "linear:0.1", "linear:a:b", "linear:0:0.02"):
+        with pytest.raises(UserError):
+            get_betas(bad, 1000)
+
+
+def test_diffusers_spacing_forms() -> None:
+    assert space_timesteps(1000, "leading4+1") == [1, 251, 501, 751]
+    assert space_timesteps(1000, "trailing4") == [249, 499, 749, 999]
+    assert space_timesteps(1000, "linspace4") == [0, 333, 666, 999]
+    for bad in ("trailing4+1", "leading4+x", "leading1000+1", "linspace0", "leading2000"):
+        with pytest.raises(UserError):
+            space_timesteps(1000, bad)

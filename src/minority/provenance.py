@@ -33,14 +33,22 @@ def fingerprint(value: Any) -> str:
 
 
 def file_fingerprint(path: str | Path) -> str:
-    """A stable hash (16 hex digits) of a file's content."""
+    """A stable hash (16 hex digits) of a file's content, or of a folder's files (their paths
+    relative to it and their contents, e.g. a diffusers model folder)."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    elif path.is_file():
+        files = [path]
+    else:
         raise UserError(f"{path} does not exist (or is not a file); it is an input of this stage.")
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as handle:
+            while block := handle.read(CHUNK):
+                digest.update(block)
     return digest.hexdigest()[:DIGITS]
 
 

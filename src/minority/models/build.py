@@ -5,7 +5,8 @@ architecture's arguments; ``adm`` and ``adm_sr`` take guided-diffusion flags und
 project checkpoint is a ``.pt`` dict holding the EMA state dict with the model and diffusion
 config it was trained with, so sampling can check that what it loads fits. A public
 guided-diffusion ``.pt`` (a bare state dict) loads through ``model.checkpoint`` with the flags
-of the ``model`` node.
+of the ``model`` node. ``diffusers_unet2d`` is a diffusers UNet2DModel loaded from its folder
+(the checkpoint path), which also gives its diffusion (:mod:`minority.models.diffusers_unet`).
 """
 
 from __future__ import annotations
@@ -14,14 +15,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from minority.errors import UserError
 from minority.models.denoiser import Denoiser
+from minority.models.diffusers_unet import (
+    DIFFUSERS_ARCH,
+    DiffusersUNet,
+    load_unet2d,
+    read_diffusers_folder,
+)
 from minority.outputs import load_torch_file, torch_save_atomic
 from minority.weights import find_weights
 
-ARCHS = ("mlp", "adm", "adm_sr")
+ARCHS = ("mlp", "adm", "adm_sr", DIFFUSERS_ARCH)
 
 
 def build_network(model_cfg: Mapping[str, Any]) -> nn.Module:
@@ -41,6 +49,11 @@ def build_network(model_cfg: Mapping[str, Any]) -> nn.Module:
 
         flags = dict(model_cfg["flags"])
         return create_model(flags) if arch == "adm" else create_sr_model(flags)
+    if arch == DIFFUSERS_ARCH:
+        raise UserError(
+            "A diffusers_unet2d model is loaded from its diffusers folder (checkpoint=<folder>); "
+            "it cannot be built to train here."
+        )
     raise UserError(f"Unknown model arch '{arch}'; choose one of {ARCHS}.")
 
 
@@ -124,8 +137,11 @@ def load_denoiser(
     or a public guided-diffusion state dict. A project checkpoint trained with another
     architecture, or (when ``diffusion_cfg`` is given) another noise schedule or number of
     diffusion steps, or a state dict that does not fit, raises :class:`UserError` naming the
-    difference.
+    difference. For
+    ``diffusers_unet2d``, ``path`` is the diffusers folder.
     """
+    if model_cfg.get("arch") == DIFFUSERS_ARCH:
+        return load_diffusers_denoiser(path)
     content = load_checkpoint(path)
     denoiser = build_denoiser(model_cfg)
     if "state_dict" in content and "model" in content:
@@ -145,6 +161,19 @@ def load_denoiser(
     else:
         _load_strict(denoiser.net, content, path)
     return denoiser.eval()
+
+
+def load_diffusers_denoiser(path: str | Path) -> Denoiser:
+    """The UNet2DModel of a diffusers folder as an ε (and v) :class:`Denoiser`, eval mode."""
+    from minority.diffusion.schedule import get_betas
+
+    folder = read_diffusers_folder(path)
+    diffusion = folder.diffusion()
+    betas = get_betas(diffusion["noise_schedule"], diffusion["diffusion_steps"])
+    net = DiffusersUNet(
+        load_unet2d(folder), folder.prediction_type, np.cumprod(1.0 - betas), folder.learn_sigma
+    )
+    return Denoiser(net, folder.learn_sigma, folder.num_classes > 0).eval()
 
 
 def _load_strict(net: nn.Module, state_dict: Mapping[str, Any], path: str | Path) -> None:

@@ -1,11 +1,15 @@
-"""The sampling loop: ancestral DDPM or DDIM(η) steps, with optional guidance and init policy.
+"""The sampling loop: ancestral DDPM, DDIM(η) or DPM-Solver++(2M) steps, with optional guidance
+and init policy.
 
-One loop serves both step rules. Per step (respaced index i, original timestep t = map[i]):
+One loop serves the three step rules. Per step (respaced index i, original timestep t = map[i]):
 
 1. ε_θ (and v) at (x_i, t); x̂0 = Tweedie, clipped to [−1, 1] when ``clip_denoised``.
-2. the step's own noise is drawn (role ``ancestral`` or ``ddim``; drawn even when unused).
-3. if the schedule fires, the guidance direction g shifts μ (DDPM) or ε (DDIM).
+2. the step's own noise is drawn (role ``ancestral`` or ``ddim``; drawn even when unused;
+   DPM-Solver++ draws none).
+3. if the schedule fires, the guidance direction g shifts μ (DDPM) or ε (DDIM, DPM-Solver++,
+   which re-derive x̂0 from the shifted ε).
 4. DDPM: x_{i−1} = μ + 1[i≠0]·σ·z.  DDIM: x_{i−1} = √ᾱ_{i−1} x̂0 + √(1−ᾱ_{i−1}−σ²) ε + 1[i≠0]·σ·z.
+   DPM-Solver++(2M): the multistep update of :mod:`minority.sampling.dpm_solver` from x̂0.
 
 When the guidance term differentiates through ε_θ (self-guidance), step 1's forward pass is
 made with gradient and reused by the term: no second forward at x_i.
@@ -24,10 +28,11 @@ from minority.diffusion.gaussian import GaussianDiffusion
 from minority.errors import UserError, require
 from minority.guidance.base import GuidanceContext, GuidanceTerm, WeightSchedule
 from minority.models.denoiser import Denoiser
+from minority.sampling.dpm_solver import DPMSolverPP2M
 from minority.sampling.init import Initialisation
 from minority.sampling.noise import NoiseSource
 
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ("ddpm", "ddim", "dpmpp2m")
 
 
 class NonFiniteSamples(UserError):
@@ -99,8 +104,11 @@ def step(
     guide: Guide | None = None,
     clip_denoised: bool = True,
     y: Tensor | None = None,
+    solver: DPMSolverPP2M | None = None,
 ) -> StepOutput:
-    """One reverse step from respaced index ``i``; ``guide`` given only when it fires here."""
+    """One reverse step from respaced index ``i``; ``guide`` given only when it fires here;
+    ``solver``: the trajectory's DPM-Solver++ state, needed when ``sampler`` is "dpmpp2m"."""
+    require(sampler != "dpmpp2m" or solver is not None, "dpmpp2m steps need their solver.")
     k = torch.full((x.shape[0],), i, dtype=torch.int64, device=x.device)
     graph = guide is not None and guide.term.needs_graph
     x_in, eps_graph, var_values = _predict(denoiser, diffusion, x, k, y, graph)
@@ -110,7 +118,8 @@ def step(
     if clip_denoised:
         pred_xstart = pred_xstart.clamp(-1, 1)
     log_variance = diffusion.log_variance(k, x, None if var_values is None else var_values.detach())
-    z = noise.randn("ancestral" if sampler == "ddpm" else "ddim", x.shape)
+    if sampler != "dpmpp2m":
+        z = noise.randn("ancestral" if sampler == "ddpm" else "ddim", x.shape)
 
     def direction() -> Tensor:
         ctx = GuidanceContext(
@@ -139,6 +148,9 @@ def step(
         eps = eps + guide.schedule.eps_shift(direction(), alpha_bar, alpha_bar_prev)
         pred_xstart = diffusion.pred_xstart(x, k, eps)
         eps = diffusion.pred_eps(x, k, pred_xstart)
+    if solver is not None:  # diffusers' order: guided ε → x̂0 → clipped (thresholding)
+        pred_xstart = pred_xstart.clamp(-1, 1) if clip_denoised else pred_xstart
+        return StepOutput(solver.step(x, i, pred_xstart), pred_xstart)
     sigma = (
         eta
         * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar))
@@ -171,8 +183,8 @@ def sample(
         diffusion: the respaced diffusion; its T' steps are walked from T'−1 down to 0.
         shape: (B, …) of the samples.
         noise: source of every draw (:mod:`minority.sampling.noise`).
-        sampler: "ddpm" (ancestral) or "ddim".
-        eta: DDIM's η (0 = deterministic).
+        sampler: "ddpm" (ancestral), "ddim" or "dpmpp2m" (DPM-Solver++(2M), draws no noise).
+        eta: DDIM's η (0 = deterministic); must be 0 for "dpmpp2m".
         guide: guidance term and weight schedule, or None.
         init: initial-noise policy (Boost-and-Skip); None = x_T ~ N(0, I), no skip.
         clip_denoised: clip x̂0 to [−1, 1] on the main path (as the official samplers do).
@@ -187,6 +199,8 @@ def sample(
         NonFiniteSamples: x became NaN or ±inf; the message names the step.
     """
     check_sampler(sampler, eta)
+    require(sampler != "dpmpp2m" or eta == 0, f"dpmpp2m draws no noise: eta must be 0 (got {eta}).")
+    solver = DPMSolverPP2M(diffusion) if sampler == "dpmpp2m" else None
     init = init or Initialisation()
     num_steps = diffusion.num_timesteps
     x = init.initial_noise(noise, shape)
@@ -207,6 +221,7 @@ def sample(
             guide if fires else None,
             clip_denoised,
             y,
+            solver,
         )
         x = out.x_prev.detach()
         check_finite(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
@@ -23,6 +23,7 @@ from torch.utils.data import (
 
 from minority.errors import UserError, require
 from minority.lit.progress import StepProgressBar, progress_callback
+from minority.models.diffusers_unet import DIFFUSERS_ARCH, read_diffusers_folder
 
 log = logging.getLogger("minority")
 
@@ -44,6 +45,30 @@ def run_dir(cfg: DictConfig) -> Path:
     if is_rank_zero():
         OmegaConf.save(cfg, folder / "config.yaml", resolve=True)
     return folder
+
+
+def adopt_diffusers_folder(cfg: DictConfig, folder: str | Path) -> None:
+    """Fill in a diffusers model's config from its folder (no-op unless model=diffusers_unet2d).
+
+    The folder decides what a config cannot: ``model.flags`` gets the UNet's image size,
+    channels, classes and learned-Σ flag; ``diffusion`` becomes its scheduler's schedule and
+    variance; ``sampler.clip_denoised`` (when sampling) its ``clip_sample``.
+    """
+    if cfg.model.get("arch") != DIFFUSERS_ARCH:
+        return
+    model = read_diffusers_folder(folder)
+    with open_dict(cfg):
+        cfg.model.flags = model.model_flags()
+        cfg.diffusion = model.diffusion()
+        if "sampler" in cfg:
+            cfg.sampler.clip_denoised = model.clip_denoised
+    log.info(
+        "diffusers model %s: %s, diffusion %s, clip x0: %s",
+        folder,
+        plain(cfg.model.flags),
+        plain(cfg.diffusion),
+        model.clip_denoised,
+    )
 
 
 def csv_logger(cfg: DictConfig, folder: Path, job_type: str, resume_step: int | None) -> Any:

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from minority.errors import UserError
 from minority.models.build import checkpoint_file
+from minority.models.diffusers_unet import DIFFUSERS_ARCH
 from minority.provenance import (
     describe_differences,
     file_fingerprint,
@@ -58,6 +59,14 @@ def inputs_present(paths: Mapping[str, Any]) -> dict[str, str]:
     return {k: file_fingerprint(p) for k, p in paths.items() if p and Path(p).is_file()}
 
 
+def denoiser_fingerprint(cfg: DictConfig, path: str | Path) -> str:
+    """The fingerprint of the denoiser a stage reads: its checkpoint file, or the whole folder
+    of a diffusers model."""
+    if cfg.model.get("arch") == DIFFUSERS_ARCH:
+        return file_fingerprint(path)
+    return file_fingerprint(checkpoint_file(path))
+
+
 def sampling_provenance(cfg: DictConfig) -> dict:
     """What a sample run's content depends on: model, diffusion, data, guidance, schedule,
     init, sampler, seed, num_samples, and the files it reads (denoiser, minority classifier,
@@ -69,7 +78,7 @@ def sampling_provenance(cfg: DictConfig) -> dict:
     if cfg.guidance.name == "minority":
         inputs["classifier"] = cfg.guidance.get("classifier_ckpt") or cfg.paths.classifier_ckpt
     inputs["low_res"] = OmegaConf.select(cfg, "upsample.low_res_npz", default=None)
-    upstream = {"denoiser": file_fingerprint(checkpoint_file(cfg.checkpoint))}
+    upstream = {"denoiser": denoiser_fingerprint(cfg, cfg.checkpoint)}
     return record(settings, {**upstream, **inputs_present(inputs)})
 
 
@@ -91,7 +100,7 @@ def scores_provenance(cfg: DictConfig) -> dict:
         "scores": scores,
         "seed": int(cfg.seed),
     }
-    denoiser = file_fingerprint(checkpoint_file(cfg.paths.diffusion_ckpt))
+    denoiser = denoiser_fingerprint(cfg, cfg.paths.diffusion_ckpt)
     return record(settings, {"denoiser": denoiser})
 
 

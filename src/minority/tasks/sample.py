@@ -19,7 +19,14 @@ from minority.models.build import build_diffusion_for, is_class_conditional, loa
 from minority.models.runtime import prepare_network
 from minority.outputs import merge_shards, save_picture
 from minority.sampling.init import Initialisation
-from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir
+from minority.tasks.common import (
+    adopt_diffusers_folder,
+    close_logger,
+    log,
+    make_trainer,
+    plain,
+    run_dir,
+)
 from minority.tasks.evaluate import evaluate_task, run_title
 from minority.tasks.provenance import prepare_run_folder, run_folder_lock, sampling_provenance
 from minority.tasks.tracking import log_results, log_stage, sample_run_artifacts
@@ -127,6 +134,7 @@ def sample_task(cfg: DictConfig) -> Path:
     Returns:
         The merged ``samples.npz``.
     """
+    adopt_diffusers_folder(cfg, cfg.checkpoint)
     check_sampling_config(cfg)
     folder = Path(cfg.run_dir)
     provenance = sampling_provenance(cfg)

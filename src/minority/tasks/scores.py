@@ -15,13 +15,22 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
+from minority.errors import require
 from minority.lit.data import RealDataModule, item_dataset
 from minority.lit.sampling import pending_ranges
 from minority.lit.scoring import MinorityScoreModule, ScoreShardWriter
-from minority.models.build import load_denoiser
+from minority.models.build import is_class_conditional, load_denoiser
 from minority.outputs import merge_shards, save_score_extremes, to_storage, torch_save_atomic
 from minority.scores.labels import minority_labels, stratified_split
-from minority.tasks.common import close_logger, is_rank_zero, log, make_trainer, plain, run_dir
+from minority.tasks.common import (
+    adopt_diffusers_folder,
+    close_logger,
+    is_rank_zero,
+    log,
+    make_trainer,
+    plain,
+    run_dir,
+)
 from minority.tasks.provenance import prepare_run_folder, scores_provenance, up_to_date
 from minority.tasks.tracking import log_stage, stage_artifact
 
@@ -78,6 +87,12 @@ def compute_scores(cfg: DictConfig) -> Path:
     other settings are cleared first). The shards are merged into ``scores.npz`` next to
     ``paths.scores`` (``arr_0``: the score of dataset item i at position i).
     """
+    adopt_diffusers_folder(cfg, cfg.paths.diffusion_ckpt)
+    require(
+        not is_class_conditional(plain(cfg.model)),
+        "task=scores needs an unconditional denoiser: minority scores of a class-conditional "
+        "model are not supported yet.",
+    )
     out = Path(cfg.paths.scores)
     provenance = scores_provenance(cfg)
     if up_to_date(out, provenance, "minority scores"):

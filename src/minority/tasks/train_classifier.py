@@ -18,7 +18,15 @@ from minority.errors import UserError, require
 from minority.lit.classifier import MinorityClassifierModule
 from minority.lit.data import RealDataModule, TargetSubset
 from minority.outputs import load_torch_file, torch_save_atomic
-from minority.tasks.common import close_logger, log, make_trainer, plain, run_dir, tensor_loader
+from minority.tasks.common import (
+    adopt_diffusers_folder,
+    close_logger,
+    log,
+    make_trainer,
+    plain,
+    run_dir,
+    tensor_loader,
+)
 from minority.tasks.provenance import (
     RecordProvenance,
     classifier_provenance,
@@ -106,7 +114,9 @@ def classifier_data(cfg: DictConfig) -> ClassifierData:
 def train_classifier(cfg: DictConfig) -> Path:
     """Fit p(l | x_t, t) and write ``paths.classifier_ckpt`` (hyper-parameters + weights),
     resuming from ``last.ckpt`` (or ``ckpt_path``) when it was saved with the same settings; a
-    classifier already trained with these settings is left as it is."""
+    classifier already trained with these settings is left as it is. For a diffusers model, on
+    the schedule of its folder (``paths.diffusion_ckpt``)."""
+    adopt_diffusers_folder(cfg, cfg.paths.diffusion_ckpt)
     check_scores_exist(cfg)
     c = cfg.classifier
     out = Path(cfg.paths.classifier_ckpt)
