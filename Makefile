@@ -13,7 +13,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==2.14.1" "torchvision==0.29.1" || $(PIP) install -q "torch<=2.14.1" "torchvision<=0.29.1"
-	$(PIP) install -q -e ".[dev,launchers,diffusers]"
+	$(PIP) install -q -e ".[dev,launchers,diffusers,tensorboard]"
 	touch $(STAMP)
 
 install: $(STAMP)
