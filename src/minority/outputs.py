@@ -164,7 +164,12 @@ def save_grid(rows: list[tuple[str, np.ndarray]], path: Path, title: str | None 
     pictures = [mosaic(images, ncols) for _, images in rows]
     height, width = sum(p.shape[0] for p in pictures), pictures[0].shape[1]
     dpi = 100
-    figure = Figure(figsize=(width / dpi + 1.6, height / dpi + 0.6), dpi=dpi)
+    fig_w = width / dpi + 1.6
+    # the title wraps to the figure's width and gets its own band above the images
+    lines = textwrap.wrap(title, max(40, int(fig_w * dpi / 6))) if title else []
+    header = 0.18 * len(lines) + 0.12
+    fig_h = height / dpi + 0.2 + header
+    figure = Figure(figsize=(fig_w, fig_h), dpi=dpi)
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(rows), 1, squeeze=False)[:, 0]
     for ax, (label, _), picture in zip(axes, rows, pictures, strict=True):
@@ -174,9 +179,9 @@ def save_grid(rows: list[tuple[str, np.ndarray]], path: Path, title: str | None 
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
         for side in ax.spines.values():
             side.set_visible(False)
-    if title:
-        figure.suptitle(textwrap.fill(title, 90), fontsize=9)
-    figure.subplots_adjust(left=1.5 / (width / dpi + 1.6), right=0.99, top=0.92, bottom=0.01)
+    if lines:
+        figure.suptitle("\n".join(lines), fontsize=9, y=1 - 0.06 / fig_h, va="top")
+    figure.subplots_adjust(left=1.5 / fig_w, right=0.99, top=1 - header / fig_h, bottom=0.01)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=dpi)
     return path
