@@ -144,7 +144,8 @@ def stage_artifact(cfg: DictConfig, kind: str, path: str | Path | None = None) -
 
     artifact_type, key = STAGE_FILES[kind]
     standard = Path(OmegaConf.select(cfg, key))
-    path = checkpoint_file(standard if path is None else path)
+    path = Path(standard if path is None else path)
+    path = path if path.is_dir() else checkpoint_file(path)  # a folder: a diffusers model
     same = path.resolve() == standard.resolve()
     name = artifact_name(work_name(cfg), kind) if same else artifact_name(kind, path.stem)
     return file_artifact(name, artifact_type, path, reference=True)
