@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from minority.diffusion.gaussian import GaussianDiffusion
+from minority.guidance.base import GuidanceContext
 
 
 class GaussianEps(nn.Module):
@@ -20,3 +21,15 @@ class GaussianEps(nn.Module):
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         a = self.alpha_bar[t].to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
         return (1 - a).sqrt() * (x - a.sqrt() * self.mean) / (a * self.var + 1 - a)
+
+
+class ConstantTerm:
+    """A guidance direction fixed in advance (tests a schedule's or a sampler's arithmetic)."""
+
+    needs_graph = False
+
+    def __init__(self, g: Tensor):
+        self.g = g
+
+    def direction(self, ctx: GuidanceContext) -> Tensor:
+        return self.g

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from closed_forms import GaussianEps
+from closed_forms import ConstantTerm, GaussianEps
 from torch import Tensor, nn
 
 from minority.diffusion.gaussian import GaussianDiffusion, build_diffusion
@@ -70,16 +70,6 @@ def test_first_step_is_ddim_and_the_rest_differ() -> None:
         runs[sampler] = steps
     torch.testing.assert_close(runs["dpmpp2m"][0], runs["ddim"][0])
     assert (runs["dpmpp2m"][1] - runs["ddim"][1]).abs().max() > 1e-4
-
-
-class ConstantTerm:
-    needs_graph = False
-
-    def __init__(self, g: Tensor):
-        self.g = g
-
-    def direction(self, ctx: GuidanceContext) -> Tensor:
-        return self.g
 
 
 def _two_steps(diffusion, denoiser, x, guide: Guide | None, i: int = 6) -> Tensor:

@@ -6,28 +6,16 @@ import math
 
 import pytest
 import torch
-from closed_forms import GaussianEps
+from closed_forms import ConstantTerm, GaussianEps
 from torch import Tensor, nn
 
 from minority.diffusion.gaussian import build_diffusion
 from minority.errors import UserError
-from minority.guidance.base import GuidanceContext, WeightSchedule
+from minority.guidance.base import WeightSchedule
 from minority.models.denoiser import Denoiser
 from minority.sampling.init import Initialisation
 from minority.sampling.loop import Guide, sample, step
 from minority.sampling.noise import ReplayNoise, SeededNoise
-
-
-class ConstantTerm:
-    """A guidance direction fixed in advance (tests the schedule's arithmetic)."""
-
-    needs_graph = False
-
-    def __init__(self, g: Tensor):
-        self.g = g
-
-    def direction(self, ctx: GuidanceContext) -> Tensor:
-        return self.g
 
 
 @pytest.mark.parametrize(
