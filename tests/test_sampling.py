@@ -147,7 +147,7 @@ def test_bad_schedule_is_user_error(bad: dict) -> None:
 def test_boost_and_skip_starts_late_from_boosted_noise() -> None:
     diffusion = build_diffusion("cosine", 1000, "10")
     seen: list[int] = []
-    init = Initialisation(boost=4.0, skip=3)
+    init = Initialisation(gamma=4.0, skip=3)
     noise = SeededNoise(seed=0, indices=range(2000))
     sample(
         _tiny_denoiser(),
@@ -158,7 +158,7 @@ def test_boost_and_skip_starts_late_from_boosted_noise() -> None:
         callback=lambda i, _: seen.append(i),
     )
     assert seen == [6, 5, 4, 3, 2, 1, 0]
-    x_T = Initialisation(boost=4.0).initial_noise(SeededNoise(0, range(2000)), (2000, 2))
+    x_T = Initialisation(gamma=4.0).initial_noise(SeededNoise(0, range(2000)), (2000, 2))
     assert x_T.std().item() == pytest.approx(4.0, rel=0.05)
     with pytest.raises(UserError):
-        Initialisation(boost=0.0)
+        Initialisation(gamma=0.0)

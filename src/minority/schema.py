@@ -32,6 +32,7 @@ class _Stage:
     classifier: Any = MISSING
     run_dir: Any = MISSING
     weights: Any = MISSING
+    allowed_targets: list[str] = MISSING  # module prefixes _target_ may name beyond minority
 
 
 @dataclass
@@ -156,13 +157,16 @@ def check_values(cfg: DictConfig) -> None:
     """Checks no type expresses, run before any model loads.
 
     Raises:
-        UserError: a negative seed, a non-positive training batch size, a target class that is
-            none of its three forms, η outside [0, 1], or a non-finite guidance scale or γ.
+        UserError: a ``_target_`` outside the allow-list, a negative seed, a non-positive
+            training batch size, a target class that is none of its three forms, η outside
+            [0, 1], or a non-finite guidance scale or γ.
     """
     from minority.guidance.build import build_schedule
+    from minority.instantiate import allowed_prefixes, check_targets
     from minority.sampling.init import Initialisation
     from minority.sampling.loop import check_sampler
 
+    check_targets(cfg, allowed_prefixes(cfg))
     seed = OmegaConf.select(cfg, "seed")
     require(seed is None or seed >= 0, f"seed must be a non-negative integer (got {seed}).")
     for key in ("train.batch_size", "classifier.batch_size"):

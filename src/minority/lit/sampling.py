@@ -116,7 +116,7 @@ class SamplingModule(pl.LightningModule):
             if hasattr(self.guide.term, "clip_denoised"):
                 named["guidance.clip_denoised"] = self.guide.term.clip_denoised
         if self.init is not None:
-            named["init.gamma"], named["init.skip"] = self.init.boost, self.init.skip
+            named["init.gamma"], named["init.skip"] = self.init.gamma, self.init.skip
         return ", ".join(f"{key}={value}" for key, value in named.items())
 
     def predict_step(self, batch: tuple[int, int], batch_idx: int) -> dict[str, Any]:

@@ -18,15 +18,15 @@ from minority.sampling.noise import NoiseSource
 
 @dataclass
 class Initialisation:
-    """Args: boost γ > 0 (std of x_T); skip Δt ≥ 0 (respaced steps skipped at the start)."""
+    """Args: gamma γ > 0 (std of x_T); skip Δt ≥ 0 (respaced steps skipped at the start)."""
 
-    boost: float = 1.0
+    gamma: float = 1.0
     skip: int = 0
 
     def __post_init__(self) -> None:
         require(
-            0 < self.boost < math.inf,
-            f"Boost-and-Skip gamma (init.gamma) must be positive and finite (got {self.boost}).",
+            0 < self.gamma < math.inf,
+            f"Boost-and-Skip gamma (init.gamma) must be positive and finite (got {self.gamma}).",
         )
         require(int(self.skip) >= 0, f"Boost-and-Skip skip must be non-negative (got {self.skip}).")
 
@@ -38,4 +38,4 @@ class Initialisation:
     def initial_noise(self, noise: NoiseSource, shape: Sequence[int]) -> Tensor:
         """x_T = γ·z with z drawn as role ``x_T``."""
         z = noise.randn("x_T", shape)
-        return z if self.boost == 1.0 else self.boost * z
+        return z if self.gamma == 1.0 else self.gamma * z
