@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from minority.diffusion.build import load_denoiser
 from minority.errors import UserError
 from minority.lit.sampling import pending_ranges
-from minority.models.build import build_denoiser, load_denoiser, save_checkpoint
+from minority.models.build import build_denoiser, save_checkpoint
 from minority.outputs import write_shard
 from minority.provenance import (
     describe_differences,

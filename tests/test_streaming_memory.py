@@ -14,9 +14,9 @@ from pipeline_helpers import REPO
 from test_streaming import SIZE, folder_cfg, predicted_scores, write_folder
 
 from minority.data.images import load_image_dataset
+from minority.diffusion.build import load_denoiser
 from minority.lit.data import RealDataModule
 from minority.lit.scoring import MinorityScoreModule, indexed_dataset
-from minority.models.build import load_denoiser
 
 LARGE, SMALL = 20_000, 1_000
 STAGES = ("diffusion", "scores", "classifier")

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from minority.errors import UserError
-from minority.guidance.base import GuidanceTerm, WeightSchedule
-from minority.sampling.loop import Guide
-
-TermBuilder = Callable[[Mapping[str, Any], Mapping[str, Any]], GuidanceTerm]
-TERMS: dict[str, TermBuilder] = {}
-
-
-def register(name: str) -> Callable[[TermBuilder], TermBuilder]:
-    """Register a builder ``(guidance_cfg, context) -> GuidanceTerm`` under ``guidance.name``."""
-
-    def wrap(builder: TermBuilder) -> TermBuilder:
-        TERMS[name] = builder
-        return builder
-
-    return wrap
+from minority.guidance.base import Guide, WeightSchedule
+from minority.guidance.terms import TERMS
 
 
 def build_schedule(scale: float, schedule_cfg: Mapping[str, Any]) -> WeightSchedule:
@@ -43,13 +30,7 @@ def build_guide(
     name = guidance_cfg.get("name", "none")
     if name == "none":
         return None
-    _import_terms()
     if name not in TERMS:
         raise UserError(f"Unknown guidance '{name}'; choose one of {['none', *sorted(TERMS)]}.")
     schedule = build_schedule(guidance_cfg.get("scale", 0.0), schedule_cfg)
     return Guide(TERMS[name](guidance_cfg, context), schedule)
-
-
-def _import_terms() -> None:
-    """Import the modules whose builders register themselves."""
-    import minority.guidance.terms  # noqa: F401

@@ -6,21 +6,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from minority.guidance.build import register
-from minority.guidance.classifier import MinorityGuidance
+from minority.guidance.base import GuidanceTerm
+from minority.guidance.classifier import MinorityGuidance, load_minority_classifier
 from minority.guidance.self_guidance import SelfGuidance
 from minority.models.classifiers import classifier_spec
+
+TermBuilder = Callable[[Mapping[str, Any], Mapping[str, Any]], GuidanceTerm]
+TERMS: dict[str, TermBuilder] = {}
+
+
+def register(name: str) -> Callable[[TermBuilder], TermBuilder]:
+    """Register a builder ``(guidance_cfg, context) -> GuidanceTerm`` under ``guidance.name``."""
+
+    def wrap(builder: TermBuilder) -> TermBuilder:
+        TERMS[name] = builder
+        return builder
+
+    return wrap
 
 
 @register("minority")
 def minority_guidance(cfg: Mapping[str, Any], context: Mapping[str, Any]) -> MinorityGuidance:
     """Classifier guidance towards l̃ = ``target_class`` (None: L−1, the most unique class;
     a pair [low, high]: drawn per sample)."""
-    from minority.lit.classifier import load_minority_classifier
-
     diffusion = context["diffusion"]
     classifier = load_minority_classifier(
         cfg.get("classifier_ckpt") or context["classifier_ckpt"],

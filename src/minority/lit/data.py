@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from minority.data import build_dataset
-from minority.sampling.noise import sample_seed
+from minority.seeding import sample_seed
 
 
 class IndexedTensors(Dataset):

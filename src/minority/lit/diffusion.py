@@ -9,8 +9,9 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from minority.diffusion.build import build_diffusion_for
 from minority.diffusion.losses import training_losses
-from minority.models.build import build_denoiser, build_diffusion_for
+from minority.models.build import build_denoiser
 
 
 class DiffusionModule(pl.LightningModule):

@@ -20,11 +20,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from minority.diffusion.gaussian import GaussianDiffusion
+from minority.guidance.base import Guide
 from minority.models.denoiser import Denoiser
 from minority.outputs import completed_ranges, from_uint8_nhwc, to_storage, write_shard
 from minority.sampling.init import Initialisation
-from minority.sampling.loop import Guide, NonFiniteSamples, check_finite, check_sampler, sample
-from minority.sampling.noise import SeededNoise
+from minority.sampling.loop import NonFiniteSamples, check_finite, check_sampler, sample
+from minority.seeding import SeededNoise
 
 
 def batch_ranges(num_samples: int, batch_size: int) -> list[tuple[int, int]]:

@@ -12,10 +12,11 @@ from torch import Tensor
 
 from minority.data import build_dataset
 from minority.data.images import read_npz
+from minority.diffusion.build import build_diffusion_for, load_denoiser
 from minority.errors import require
 from minority.guidance.build import build_guide
 from minority.lit.sampling import SamplingModule, ShardWriter, pending_ranges
-from minority.models.build import build_diffusion_for, is_class_conditional, load_denoiser
+from minority.models.build import is_class_conditional
 from minority.models.runtime import prepare_network
 from minority.outputs import merge_shards, save_picture
 from minority.sampling.init import Initialisation

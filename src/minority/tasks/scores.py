@@ -15,11 +15,12 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
+from minority.diffusion.build import load_denoiser
 from minority.errors import require
 from minority.lit.data import RealDataModule, item_dataset
 from minority.lit.sampling import pending_ranges
 from minority.lit.scoring import MinorityScoreModule, ScoreShardWriter
-from minority.models.build import is_class_conditional, load_denoiser
+from minority.models.build import is_class_conditional
 from minority.outputs import merge_shards, save_score_extremes, to_storage, torch_save_atomic
 from minority.scores.labels import minority_labels, stratified_split
 from minority.tasks.common import (

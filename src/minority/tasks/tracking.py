@@ -7,14 +7,15 @@ run's transaction log and reaches the server with ``wandb sync``.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from minority.tasks.common import log, plain
+log = logging.getLogger("minority")
 
 # Stage files, by artifact kind: (W&B artifact type, the config path of the file).
 STAGE_FILES = {
@@ -95,7 +96,7 @@ def make_wandb_logger(
         dir=str(folder),
         id=node.id,
         resume=node.resume,
-        config={**plain(cfg), **(extra_config or {})},
+        config={**OmegaConf.to_container(cfg, resolve=True), **(extra_config or {})},
         settings=wandb.Settings(silent=True),
         **identity,
     )
@@ -138,8 +139,6 @@ def stage_artifact(cfg: DictConfig, kind: str, path: str | Path | None = None) -
     run that logs it and the sampling run that uses it name the same artifact; any other file
     (a downloaded checkpoint) is ``<kind>-<file stem>``.
     """
-    from omegaconf import OmegaConf
-
     from minority.models.build import checkpoint_file
 
     artifact_type, key = STAGE_FILES[kind]
