@@ -13,8 +13,8 @@ Target labels l̃ (0 = most common … L−1 = most unique):
 * an ``int``: the same l̃ for every sample;
 * a ``Tensor`` (B,): one l̃ per sample;
 * a pair ``(low, high)`` (any two-element non-tensor sequence): l̃ drawn uniformly from
-  {low, …, high}, both included, for each sample from a generator keyed by (seed, the sample's
-  global index) — a stream apart from the sample's noise — so it does not depend on the batch.
+  {low, …, high}, both included, for each sample from stream (seed, the sample's global index,
+  ``target_class``) — apart from the sample's noise — so it does not depend on the batch.
   The global indices are those of the step's noise source
   (:class:`~minority.seeding.SeededNoise` ``.indices``).
 """
@@ -32,23 +32,21 @@ from torch import Tensor, nn
 from minority.errors import UserError, require
 from minority.guidance.base import GuidanceContext
 from minority.models.classifiers import build_classifier, classifier_spec
-from minority.seeding import sample_seed
+from minority.seeding import stream_generator
 
 TargetClass = int | Tensor | Sequence[int]
 
-# Keeps the target-label stream of a sample apart from its noise stream under the same seed.
-_TARGET_STREAM = 0x5EED_7A46_E7C1_A55
-
 
 def sample_target_classes(low: int, high: int, indices: Sequence[int], seed: int = 0) -> Tensor:
-    """l̃ uniform on {low, …, high} per sample, keyed by (``seed``, global index): int64 (B,)."""
+    """l̃ uniform on {low, …, high} per sample, from stream (``seed``, global index,
+    ``target_class``) of :func:`~minority.seeding.stream_seed`: int64 (B,)."""
     require(low <= high, f"The target-class range ({low}, {high}) is empty.")
     draws = [
         torch.randint(
             int(low),
             int(high) + 1,
             (1,),
-            generator=torch.Generator().manual_seed(sample_seed(seed, i) ^ _TARGET_STREAM),
+            generator=stream_generator(seed, i, "target_class"),
         )
         for i in indices
     ]

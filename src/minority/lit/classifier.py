@@ -8,7 +8,7 @@ of the learning rate to 0 over ``max_steps``.
 
 Logged: ``{train,val}/loss``, ``/acc1``, ``/acc5`` (top-min(5, L)), and on validation the same
 per quarter of t — ``val/loss_q0`` for t in [0, T/4), …, ``val/loss_q3`` for [3T/4, T).
-Validation draws its t and ε from generators seeded by (val_seed, batch index), so validation
+Validation draws its t and ε from stream (val_seed, batch index, ``validation``), so validation
 numbers are comparable across epochs. The hyper-parameters (L, sample shape, schedule,
 architecture) are saved with the checkpoint;
 :func:`~minority.guidance.classifier.load_minority_classifier` checks them against the sampling
@@ -28,7 +28,7 @@ from torchmetrics import MeanMetric
 
 from minority.diffusion.gaussian import build_diffusion
 from minority.models.classifiers import build_classifier
-from minority.seeding import sample_seed
+from minority.seeding import stream_generator
 
 METRICS = ("loss", "acc1", "acc5")
 QUARTERS = 4
@@ -131,9 +131,7 @@ class MinorityClassifierModule(pl.LightningModule):
 
     def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
         x0, labels = batch[0], batch[1]
-        generator = torch.Generator(device=x0.device).manual_seed(
-            sample_seed(self.hparams.val_seed, batch_idx)
-        )
+        generator = stream_generator(self.hparams.val_seed, batch_idx, "validation", x0.device)
         t = torch.randint(
             0,
             self.diffusion.num_timesteps,
