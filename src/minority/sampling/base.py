@@ -151,7 +151,9 @@ class Sampler(ABC):
         """A fresh trajectory for this sampler (its multistep state from the start)."""
         return Trajectory(denoiser, diffusion, noise, y, self.initial_state(diffusion))
 
-    def evaluate(self, trajectory: Trajectory, x: Tensor, i: int, guide: Guide | None) -> Evaluation:
+    def evaluate(
+        self, trajectory: Trajectory, x: Tensor, i: int, guide: Guide | None
+    ) -> Evaluation:
         """The model at x_i, with graph when the guide's term differentiates through ε_θ."""
         graph = guide is not None and guide.term.needs_graph
         return evaluate(trajectory, x, i, graph, self.clip_denoised)

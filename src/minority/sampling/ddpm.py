@@ -52,7 +52,8 @@ class DDPM(Sampler):
         mean = diffusion.posterior_mean(model.pred_xstart, x, k)
         if guide is not None:
             # μ ← μ + w·Σ·g  (Dhariwal & Nichol, Algorithm 1)
-            mean = mean + mean_shift(model.direction(trajectory, guide), guide.schedule, model.variance)
+            g = model.direction(trajectory, guide)
+            mean = mean + mean_shift(g, guide.schedule, model.variance)
         # x_{i−1} = μ + σ_i·z, no noise at the last step  (Algorithm 2, line 4)
         x_prev = mean + not_last(k, x) * (0.5 * model.log_variance).exp() * z
         return StepOutput(x_prev, model.pred_xstart)
