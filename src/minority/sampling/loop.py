@@ -3,8 +3,8 @@
 Each step rule is a :class:`~minority.sampling.base.Sampler` (ancestral :class:`DDPM`,
 :class:`DDIM` (η), :class:`DPMSolverPP2M`), which owns how a guidance direction enters its step.
 The loop draws x_T (role ``x_T``) from the init policy, walks the respaced indices from
-T'−1−Δt down to 0, passes the guide to the steps where its schedule fires and checks every
-x_{i−1} for NaN / ±inf.
+T'−1−Δt down to 0, passes the guide to the steps where its schedule fires (never for w = 0, so
+a zero scale is exactly the unguided run) and checks every x_{i−1} for NaN / ±inf.
 """
 
 from __future__ import annotations
@@ -93,8 +93,10 @@ def sample(
     # disable=None: no bar when the output is not a terminal (no escape codes in log files)
     desc = f"{sampler.name} sampling"
     bar = tqdm(indices, disable=None if progress else True, desc=desc, leave=False)
+    # w = 0 never fires: its shift is 0, but the term's own draws would shift the noise stream
+    active = guide is not None and guide.schedule.scale > 0
     for i in bar:
-        fires = guide is not None and guide.schedule.fires(i, num_steps)
+        fires = active and guide.schedule.fires(i, num_steps)
         out = sampler.step(trajectory, x, i, guide if fires else None)
         x = out.x_prev.detach()
         check_finite(
