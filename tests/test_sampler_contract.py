@@ -16,9 +16,12 @@ from functools import partial
 import pytest
 import torch
 from closed_forms import GaussianEps
+from hydra.errors import ConfigCompositionException
+from pipeline_helpers import REPO, make_config
 from torch import Tensor, nn
 
 from minority.diffusion.gaussian import GaussianDiffusion, build_diffusion
+from minority.errors import UserError
 from minority.guidance.base import GuidanceContext, GuidanceTerm, WeightSchedule
 from minority.guidance.classifier import MinorityGuidance
 from minority.guidance.self_guidance import SelfGuidance
@@ -31,6 +34,8 @@ from minority.sampling.dpm_solver import DPMSolverPP2M
 from minority.sampling.init import Initialisation
 from minority.sampling.loop import Guide, sample
 from minority.sampling.noise import ReplayNoise, SeededNoise
+from minority.schema import check_values
+from minority.tasks.sample import build_sampler
 
 SAMPLERS = {
     "ddpm": DDPM,
@@ -73,6 +78,27 @@ def _tiny_classifier() -> MLPClassifier:
 
 
 # -- every sampler ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (REPO / "conf" / "sampler").glob("*")))
+def test_every_sampler_config_builds_its_sampler(option: str, tmp_path) -> None:
+    cfg = make_config("sample", tmp_path, f"sampler={option}")
+    check_values(cfg)
+    sampler = build_sampler(cfg)
+    assert isinstance(sampler, Sampler) and sampler.name == cfg.sampler.name
+    assert sampler.clip_denoised is cfg.sampler.clip_denoised
+
+
+def test_eta_is_ddims_alone_and_a_target_must_be_a_sampler(tmp_path) -> None:
+    assert (
+        build_sampler(make_config("sample", tmp_path, "sampler=ddim", "sampler.eta=0.5")).eta == 0.5
+    )
+    with pytest.raises(ConfigCompositionException):
+        make_config("sample", tmp_path, "sampler.eta=0.5")
+    target = ("sampler._target_=collections.OrderedDict", "allowed_targets=[collections]")
+    cfg = make_config("sample", tmp_path, *target)  # builds, but is no Sampler
+    with pytest.raises(UserError, match="is not a minority.sampling.base.Sampler"):
+        build_sampler(cfg)
 
 
 def _exact_flow(diffusion: GaussianDiffusion, x_T: Tensor) -> Tensor:
