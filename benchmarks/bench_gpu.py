@@ -42,7 +42,7 @@ from minority.models.adm import create_model
 from minority.models.classifiers import build_classifier
 from minority.models.denoiser import Denoiser
 from minority.models.runtime import prepare_network
-from minority.sampling.loop import step
+from minority.sampling.ddpm import DDPM
 from minority.seeding import SeededNoise
 
 REPO = Path(__file__).resolve().parents[1]
@@ -219,7 +219,9 @@ def project_steps(
             x = torch.randn(batch, 3, size, size, device=device)
             noise = SeededNoise(0, range(batch), device)
             i = num_steps // 2
-            return lambda: step(denoiser, diffusion, x, i, noise, guide=guide)
+            ddpm = DDPM()
+            trajectory = ddpm.trajectory(denoiser, diffusion, noise)
+            return lambda: ddpm.step(trajectory, x, i, guide)
 
         return make
 

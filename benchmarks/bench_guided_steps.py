@@ -52,7 +52,8 @@ from minority.guidance.self_guidance import SelfGuidance
 from minority.models.adm import create_model
 from minority.models.classifiers import build_classifier
 from minority.models.denoiser import Denoiser
-from minority.sampling.loop import sample, step
+from minority.sampling.ddpm import DDPM
+from minority.sampling.loop import sample
 from minority.seeding import SeededNoise
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,8 +161,9 @@ def step_costs(
     x = torch.randn(setup.shape)
 
     def job(guide: Guide | None) -> Callable[[], object]:
-        noise = SeededNoise(0, range(setup.shape[0]))
-        return lambda: step(setup.denoiser, diffusion, x, i, noise, guide=guide)
+        ddpm = DDPM()
+        trajectory = ddpm.trajectory(setup.denoiser, diffusion, SeededNoise(0, range(len(x))))
+        return lambda: ddpm.step(trajectory, x, i, guide)
 
     return interleaved_minima({n: job(g) for n, g in guides(setup).items()}, repeats, clock)
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from golden_helpers import golden_diffusion, golden_sampler
 from torch import Tensor, nn
 
-from minority.diffusion.gaussian import GaussianDiffusion, build_diffusion
+from minority.diffusion.gaussian import GaussianDiffusion
 from minority.guidance.base import GuidanceContext, Guide, WeightSchedule
 from minority.guidance.self_guidance import SelfGuidance
 from minority.models.adm import create_model, load_adm_checkpoint
 from minority.models.denoiser import Denoiser
-from minority.sampling.loop import sample, step
+from minority.sampling.ddpm import mean_shift
+from minority.sampling.loop import sample
 from minority.seeding import ReplayNoise
 
 TRAJECTORIES = ["traj_ancestral", "traj_self_guidance", "traj_self_guidance_fixed"]
@@ -56,18 +58,6 @@ def unet(load_golden) -> nn.Module:
 
 def _denoiser(unet: nn.Module) -> Denoiser:
     return Denoiser(CallLog(unet), learn_sigma=True)
-
-
-def _diffusion(traj: dict) -> GaussianDiffusion:
-    flags = traj["flags"]
-    diffusion = build_diffusion(
-        flags["noise_schedule"],
-        flags["diffusion_steps"],
-        flags["timestep_respacing"],
-        "learned_range",
-    )
-    assert diffusion.timestep_map == traj["timestep_map"]
-    return diffusion
 
 
 def _guide(traj: dict) -> Guide | None:
@@ -129,9 +119,9 @@ def test_free_running_trajectory_matches_official_with_one_forward_less(
     """Same final sample; a guided step calls the UNet twice (t_k with grad, t_s without)
     where the official code calls it three times (t_k without grad, t_k with grad, t_s)."""
     traj = load_golden(name)
-    denoiser, diffusion, guide = _denoiser(unet), _diffusion(traj), _guide(traj)
+    denoiser, diffusion, guide = _denoiser(unet), golden_diffusion(traj), _guide(traj)
     noise = ReplayNoise(list(traj["draws"]), traj["draw_roles"])
-    final = sample(denoiser, diffusion, traj["shape"], noise, guide=guide)
+    final = sample(denoiser, diffusion, traj["shape"], noise, golden_sampler(traj), guide)
     assert noise.position == len(traj["draws"])
     torch.testing.assert_close(final, traj["final"], rtol=0, atol=FINAL_ATOL[name])
     guided = len(traj.get("guided_t_respaced", []))
@@ -143,13 +133,12 @@ def test_free_running_trajectory_matches_official_with_one_forward_less(
 @pytest.mark.parametrize("name", TRAJECTORIES)
 def test_teacher_forced_steps_match_official(name: str, unet, load_golden) -> None:
     traj = load_golden(name)
-    denoiser, diffusion, guide = _denoiser(unet), _diffusion(traj), _guide(traj)
+    denoiser, diffusion, guide = _denoiser(unet), golden_diffusion(traj), _guide(traj)
+    sampler = golden_sampler(traj)
     for s, i in enumerate(traj["step_t_respaced"]):
         fires = guide is not None and guide.schedule.fires(i, diffusion.num_timesteps)
-        noise = _step_draws(traj, s)
-        out = step(
-            denoiser, diffusion, _x_before(traj, s), i, noise, guide=guide if fires else None
-        )
+        trajectory = sampler.trajectory(denoiser, diffusion, _step_draws(traj, s))
+        out = sampler.step(trajectory, _x_before(traj, s), i, guide if fires else None)
         expected = traj["xs"][s]
         atol = _ill_conditioned_atol(name, s, 1e-5) + 1e-5 * expected.abs().max().item()
         assert fires == (i in traj.get("guided_t_respaced", []))
@@ -159,7 +148,7 @@ def test_teacher_forced_steps_match_official(name: str, unet, load_golden) -> No
 @pytest.mark.parametrize("name", GUIDED)
 def test_mean_shift_of_each_guided_step_matches_official(name: str, unet, load_golden) -> None:
     traj = load_golden(name)
-    denoiser, diffusion, guide = _denoiser(unet), _diffusion(traj), _guide(traj)
+    denoiser, diffusion, guide = _denoiser(unet), golden_diffusion(traj), _guide(traj)
     perturbation = (traj["perturb_t_respaced"], traj["perturb_t_original"])
     assert guide.term.perturbation(diffusion)[1:] == perturbation
     for j, s in enumerate(traj["guided_step_index"]):
@@ -168,9 +157,10 @@ def test_mean_shift_of_each_guided_step_matches_official(name: str, unet, load_g
         x = _x_before(traj, s).clone().requires_grad_(True)
         out = denoiser(x, t)
         log_variance = diffusion.log_variance(k, x, out.var_values.detach())
+        variance = diffusion.variance(k, x, out.var_values.detach())
         noise = _step_draws(traj, s, "sg_perturb")
         ctx = GuidanceContext(x, k, t, out.eps, log_variance, diffusion, denoiser, noise)
-        shift = guide.schedule.mean_shift(guide.term.direction(ctx), log_variance)
+        shift = mean_shift(guide.term.direction(ctx), guide.schedule, variance)
         atol = _ill_conditioned_atol(name, s, 1e-5)
         torch.testing.assert_close(
             shift, traj["mg_mean_shift"][j], rtol=0, atol=atol, msg=f"step {s}"
@@ -201,7 +191,7 @@ def test_clipped_self_guidance_is_the_authors_where_defined_and_finite_everywher
     the authors' where theirs is finite, is zero where theirs is 0/0, and the samples stay
     finite."""
     traj = load_golden("traj_self_guidance_fixed")
-    denoiser, diffusion = _denoiser(unet), _diffusion(traj)
+    denoiser, diffusion = _denoiser(unet), golden_diffusion(traj)
     term = SelfGuidance("l2", p_ratio=traj["mg_kwargs"]["p_ratio"], clip_denoised=True)
     k_s = term.perturbation(diffusion)[1]
     undefined = 0
@@ -229,4 +219,5 @@ def test_clipped_self_guidance_is_the_authors_where_defined_and_finite_everywher
     assert 0 < undefined < 2 * len(traj["guided_step_index"])
     guide = Guide(term, WeightSchedule(traj["mg_kwargs"]["mg_scale"], "fixed"))
     noise = ReplayNoise(list(traj["draws"]), traj["draw_roles"])
-    assert torch.isfinite(sample(denoiser, diffusion, traj["shape"], noise, guide=guide)).all()
+    x = sample(denoiser, diffusion, traj["shape"], noise, golden_sampler(traj), guide)
+    assert torch.isfinite(x).all()

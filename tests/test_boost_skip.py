@@ -15,6 +15,9 @@ from minority.diffusion.gaussian import GaussianDiffusion, build_diffusion
 from minority.guidance.base import Guide, WeightSchedule
 from minority.guidance.self_guidance import SelfGuidance
 from minority.models.denoiser import Denoiser
+from minority.sampling.base import Sampler
+from minority.sampling.ddim import DDIM
+from minority.sampling.ddpm import DDPM
 from minority.sampling.init import Initialisation
 from minority.sampling.loop import sample
 from minority.seeding import SeededNoise
@@ -44,9 +47,8 @@ def test_boosted_skipped_ddim_matches_closed_form(boost: float, skip: int) -> No
         diffusion,
         (8, 2),
         SeededNoise(5, range(8)),
-        "ddim",
+        DDIM(clip_denoised=False),
         init=init,
-        clip_denoised=False,
     )
     z_T = SeededNoise(5, range(8)).randn("x_T", (8, 2))
     torch.testing.assert_close(x, gain * boost * z_T, rtol=1e-5, atol=1e-6)
@@ -82,8 +84,8 @@ class Wrapped(nn.Module):
         return self.recorder(x, t)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
-def test_boost_and_skip_composes_with_self_guidance(sampler: str) -> None:
+@pytest.mark.parametrize("sampler", [DDPM(), DDIM()], ids=["ddpm", "ddim"])
+def test_boost_and_skip_composes_with_self_guidance(sampler: Sampler) -> None:
     diffusion = build_diffusion("cosine", 1000, "10", "fixed_small")
     boost, skip, shape = 2.0, 3, (6, 2)
     recorder = Recorder(GaussianEps(diffusion, STD), SeededNoise(seed=2, indices=range(6)))
@@ -109,7 +111,7 @@ def test_boost_and_skip_composes_with_self_guidance(sampler: str) -> None:
         guided = i % 2 == 0
         expected_calls.append((diffusion.timestep_map[i], guided))
         expected_calls += [(diffusion.timestep_map[8], False)] if guided else []
-        expected_roles += [sampler if sampler == "ddim" else "ancestral"]
+        expected_roles += ["ddim" if isinstance(sampler, DDIM) else "ancestral"]
         expected_roles += ["sg_perturb"] if guided else []
     assert recorder.calls == expected_calls
     assert recorder.roles == expected_roles

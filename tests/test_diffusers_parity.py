@@ -30,6 +30,9 @@ from minority.diffusion.build import build_diffusion_for, load_denoiser
 from minority.diffusion.schedule import get_betas, space_timesteps
 from minority.errors import UserError
 from minority.models.diffusers_unet import DIFFUSERS_ARCH, read_diffusers_folder
+from minority.sampling.ddim import DDIM
+from minority.sampling.ddpm import DDPM
+from minority.sampling.dpm_solver import DPMSolverPP2M
 from minority.sampling.loop import sample
 from minority.seeding import ReplayNoise
 
@@ -59,14 +62,13 @@ def project_trajectory(denoiser, diffusion, x_T, draws, sampler, eta=0.0, clip=T
     role = "ancestral" if sampler == "ddpm" else "ddim"
     noise = ReplayNoise([x_T, *draws], ["x_T"] + [role] * len(draws))
     steps: list[torch.Tensor] = []
+    rules = {"ddpm": DDPM(clip), "ddim": DDIM(eta, clip), "dpmpp2m": DPMSolverPP2M(clip)}
     sample(
         denoiser,
         diffusion,
         x_T.shape,
         noise,
-        sampler,
-        eta,
-        clip_denoised=clip,
+        rules[sampler],
         y=y,
         callback=lambda i, out: steps.append(out.x_prev),
     )

@@ -1,5 +1,5 @@
 """DPM-Solver++(2M) against closed forms: the probability-flow ODE of Gaussian data, the ε shift
-of guidance, Boost-and-Skip as a shorter grid, batch-size invariance, bad settings."""
+of guidance, Boost-and-Skip as a shorter grid, batch-size invariance."""
 
 from __future__ import annotations
 
@@ -13,16 +13,18 @@ from closed_forms import ConstantTerm, GaussianEps
 from torch import Tensor, nn
 
 from minority.diffusion.gaussian import GaussianDiffusion, build_diffusion
-from minority.errors import UserError
 from minority.guidance.base import GuidanceContext, Guide, WeightSchedule
 from minority.guidance.self_guidance import SelfGuidance
 from minority.models.denoiser import Denoiser
-from minority.sampling.dpm_solver import DPMSolverPP2M
+from minority.sampling.ddim import DDIM
+from minority.sampling.dpm_solver import DPMSolverPP2M, LogSNRGrid
 from minority.sampling.init import Initialisation
-from minority.sampling.loop import sample, step
+from minority.sampling.loop import sample
 from minority.seeding import ReplayNoise, SeededNoise
 
 MEAN, STD = 0.3, 0.5
+SOLVERS = {"ddim": DDIM(clip_denoised=False), "dpmpp2m": DPMSolverPP2M(clip_denoised=False)}
+UNCLIPPED = SOLVERS["dpmpp2m"]
 
 
 def exact_flow(diffusion: GaussianDiffusion, x_T: Tensor) -> Tensor:
@@ -39,7 +41,7 @@ def solve(sampler: str, steps: int, x_T: Tensor) -> tuple[GaussianDiffusion, Ten
     denoiser = Denoiser(GaussianEps(diffusion, STD, MEAN)).double()
     draws = [torch.zeros_like(x_T)] * steps if sampler == "ddim" else []
     noise = ReplayNoise([x_T, *draws])
-    x = sample(denoiser, diffusion, x_T.shape, noise, sampler, clip_denoised=False)
+    x = sample(denoiser, diffusion, x_T.shape, noise, SOLVERS[sampler])
     assert noise.position == 1 + len(draws)  # DPM-Solver++ draws nothing after x_T
     return diffusion, x
 
@@ -65,8 +67,14 @@ def test_first_step_is_ddim_and_the_rest_differ() -> None:
     for sampler in ("ddim", "dpmpp2m"):
         steps: list[Tensor] = []
         noise = ReplayNoise([x_T, *[torch.zeros_like(x_T)] * 10])
-        kwargs = dict(clip_denoised=False, callback=lambda i, out, s=steps: s.append(out.x_prev))
-        sample(denoiser, diffusion, x_T.shape, noise, sampler, **kwargs)
+        sample(
+            denoiser,
+            diffusion,
+            x_T.shape,
+            noise,
+            SOLVERS[sampler],
+            callback=lambda i, out, s=steps: s.append(out.x_prev),
+        )
         runs[sampler] = steps
     torch.testing.assert_close(runs["dpmpp2m"][0], runs["ddim"][0])
     assert (runs["dpmpp2m"][1] - runs["ddim"][1]).abs().max() > 1e-4
@@ -74,11 +82,9 @@ def test_first_step_is_ddim_and_the_rest_differ() -> None:
 
 def _two_steps(diffusion, denoiser, x, guide: Guide | None, i: int = 6) -> Tensor:
     """Step i unguided (first order), then step i − 1 (second order) with ``guide``."""
-    solver, noise = DPMSolverPP2M(diffusion), SeededNoise(0, range(x.shape[0]))
-    first = step(denoiser, diffusion, x, i, noise, "dpmpp2m", clip_denoised=False, solver=solver)
-    return step(
-        denoiser, diffusion, first.x_prev, i - 1, noise, "dpmpp2m", 0.0, guide, False, solver=solver
-    ).x_prev
+    trajectory = UNCLIPPED.trajectory(denoiser, diffusion, SeededNoise(0, range(x.shape[0])))
+    first = UNCLIPPED.step(trajectory, x, i)
+    return UNCLIPPED.step(trajectory, first.x_prev, i - 1, guide).x_prev
 
 
 @pytest.mark.parametrize("term", ["constant", "self"])
@@ -97,10 +103,8 @@ def test_guidance_shifts_eps_by_the_score_in_closed_form(term: str) -> None:
     plain = _two_steps(diffusion, denoiser, x, None)
     guided = _two_steps(diffusion, denoiser, x, guide)
     if g is None:  # self-guidance: its direction at x_i is that of the loop's x_i
-        solver, noise = DPMSolverPP2M(diffusion), SeededNoise(0, range(4))
-        x_i = step(
-            denoiser, diffusion, x, i + 1, noise, "dpmpp2m", solver=solver, clip_denoised=False
-        )
+        trajectory = UNCLIPPED.trajectory(denoiser, diffusion, SeededNoise(0, range(4)))
+        x_i = UNCLIPPED.step(trajectory, x, i + 1)
         g = _self_direction(diffusion, denoiser, x_i.x_prev, i)
     a_s, a_t, a_prev = (diffusion.alphas_cumprod[j] for j in (i, i - 1, i + 1))
     lam = [0.5 * math.log(a / (1 - a)) for a in (a_prev, a_s, a_t)]
@@ -137,7 +141,7 @@ def test_boost_and_skip_is_the_solver_on_the_shorter_grid() -> None:
     boost, skip = 1.5, 4
     noise = SeededNoise(2, range(8))
     init = Initialisation(boost, skip)
-    x = sample(denoiser, diffusion, (8, 2), noise, "dpmpp2m", init=init, clip_denoised=False)
+    x = sample(denoiser, diffusion, (8, 2), noise, UNCLIPPED, init=init)
     shorter = GaussianDiffusion(diffusion.original_betas, diffusion.timestep_map[:-skip])
     z = SeededNoise(2, range(8)).randn("x_T", (8, 2))
     expected = sample(
@@ -145,8 +149,7 @@ def test_boost_and_skip_is_the_solver_on_the_shorter_grid() -> None:
         shorter,
         (8, 2),
         ReplayNoise([boost * z]),
-        "dpmpp2m",
-        clip_denoised=False,
+        UNCLIPPED,
     )
     torch.testing.assert_close(x, expected, rtol=0, atol=0)
 
@@ -172,7 +175,8 @@ def test_same_seed_same_samples_for_any_batch_size() -> None:
         parts = []
         for start in range(0, n, batch):
             idx = range(start, min(start + batch, n))
-            parts.append(sample(denoiser, diffusion, (len(idx), 2), SeededNoise(7, idx), "dpmpp2m"))
+            noise = SeededNoise(7, idx)
+            parts.append(sample(denoiser, diffusion, (len(idx), 2), noise, DPMSolverPP2M()))
         return torch.cat(parts)
 
     reference = run(64)
@@ -180,16 +184,10 @@ def test_same_seed_same_samples_for_any_batch_size() -> None:
         torch.testing.assert_close(run(batch), reference, rtol=0, atol=1e-6)
 
 
-def test_eta_must_be_zero() -> None:
-    diffusion = build_diffusion("cosine", 1000, "10")
-    with pytest.raises(UserError, match="eta must be 0"):
-        sample(_mlp_denoiser(), diffusion, (2, 2), SeededNoise(0, range(2)), "dpmpp2m", eta=1.0)
-
-
 def test_lambda_is_half_the_log_snr() -> None:
     diffusion = build_diffusion("linear", 1000, "10")
     a = diffusion.alphas_cumprod
-    np.testing.assert_allclose(DPMSolverPP2M(diffusion).lambda_s, 0.5 * np.log(a / (1 - a)))
+    np.testing.assert_allclose(LogSNRGrid.of(diffusion).lambda_s, 0.5 * np.log(a / (1 - a)))
 
 
 def test_guided_x0_is_clipped_after_the_shift() -> None:
@@ -203,7 +201,7 @@ def test_guided_x0_is_clipped_after_the_shift() -> None:
         diffusion,
         (4, 2),
         SeededNoise(0, range(4)),
-        "dpmpp2m",
+        DPMSolverPP2M(),
         guide=guide,
         callback=lambda i, out: seen.append(out.pred_xstart),
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from golden_helpers import golden_diffusion, golden_sampler
 
-from minority.diffusion.gaussian import build_diffusion
 from minority.errors import UserError
 from minority.guidance.base import GuidanceContext, Guide, WeightSchedule
 from minority.guidance.classifier import (
@@ -16,7 +16,7 @@ from minority.guidance.classifier import (
 from minority.models.adm import EncoderUNetModel, create_model, load_adm_checkpoint
 from minority.models.classifiers import MLPClassifier
 from minority.models.denoiser import Denoiser
-from minority.sampling.loop import sample, step
+from minority.sampling.loop import sample
 from minority.seeding import ReplayNoise, SeededNoise
 
 TRAJECTORIES = ["traj_minority_guidance", "traj_minority_guidance_ddim"]
@@ -61,20 +61,12 @@ def test_guidance_gradient_matches_cond_fn(name: str, networks, load_golden) -> 
 def test_teacher_forced_guided_steps_match(name: str, networks, load_golden) -> None:
     fixture = load_golden(name)
     denoiser, classifier = networks
-    diffusion = build_diffusion("cosine", 1000, "10", "learned_range")
+    diffusion, sampler = golden_diffusion(fixture), golden_sampler(fixture)
     guide = _guide(fixture, classifier)
     for s, k in enumerate(fixture["step_t_respaced"]):
         noise = ReplayNoise([fixture["draws"][s + 1]], [fixture["draw_roles"][s + 1]])
-        out = step(
-            denoiser,
-            diffusion,
-            _x_before(fixture, s),
-            k,
-            noise,
-            fixture["sampler"],
-            fixture.get("eta", 0.0),
-            guide,
-        )
+        trajectory = sampler.trajectory(denoiser, diffusion, noise)
+        out = sampler.step(trajectory, _x_before(fixture, s), k, guide)
         expected = fixture["xs"][s]
         ill_conditioned = fixture["sampler"] == "ddim" and s == 0
         atol = 5e-3 if ill_conditioned else 1e-5 + 1e-5 * expected.abs().max().item()
@@ -85,15 +77,13 @@ def test_teacher_forced_guided_steps_match(name: str, networks, load_golden) -> 
 def test_free_running_guided_sampling_matches(name: str, atol: float, networks, load_golden):
     fixture = load_golden(name)
     denoiser, classifier = networks
-    diffusion = build_diffusion("cosine", 1000, "10", "learned_range")
     noise = ReplayNoise(list(fixture["draws"]), fixture["draw_roles"])
     final = sample(
         denoiser,
-        diffusion,
+        golden_diffusion(fixture),
         fixture["shape"],
         noise,
-        fixture["sampler"],
-        fixture.get("eta", 0.0),
+        golden_sampler(fixture),
         _guide(fixture, classifier),
     )
     assert noise.position == len(fixture["draws"])

@@ -13,6 +13,7 @@ from minority.errors import UserError
 from minority.guidance.base import WeightSchedule
 from minority.lit.sampling import SamplingModule, ShardWriter
 from minority.models.denoiser import Denoiser
+from minority.sampling.ddim import DDIM
 from minority.sampling.init import Initialisation
 from minority.sampling.loop import NonFiniteSamples, sample
 from minority.seeding import SeededNoise
@@ -72,7 +73,7 @@ def test_no_shard_is_written_when_a_batch_turns_non_finite(tmp_path) -> None:
     i, _ = _first_broken_step()
     assert message.startswith("Samples 0..3: 1 of 4 samples became non-finite")
     assert f"at respaced step {i} of {STEPS}" in message and "\n" not in message
-    assert "sampler.eta=0.0" in message and "init.gamma=2.0" in message
+    assert "sampler=ddpm, sampler.clip_denoised=True" in message and "init.gamma=2.0" in message
     assert not list((tmp_path / "shards").glob("*"))
 
 
@@ -103,6 +104,4 @@ def test_non_finite_settings_are_refused(build, key: str) -> None:
 @pytest.mark.parametrize("eta", [float("nan"), -0.1, 1.5])
 def test_eta_outside_the_unit_interval_is_refused(eta: float) -> None:
     with pytest.raises(UserError, match=r"sampler\.eta must lie in \[0, 1\]"):
-        SamplingModule(
-            Denoiser(BreaksLate()), build_diffusion("cosine", 1000, "5"), (2,), 0, [], eta=eta
-        )
+        DDIM(eta)

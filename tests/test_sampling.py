@@ -13,21 +13,25 @@ from minority.diffusion.gaussian import build_diffusion
 from minority.errors import UserError
 from minority.guidance.base import Guide, WeightSchedule
 from minority.models.denoiser import Denoiser
+from minority.sampling.base import Sampler
+from minority.sampling.ddim import DDIM
+from minority.sampling.ddpm import DDPM
 from minority.sampling.init import Initialisation
-from minority.sampling.loop import sample, step
+from minority.sampling.loop import sample
 from minority.seeding import ReplayNoise, SeededNoise
 
 
 @pytest.mark.parametrize(
     ("sampler", "variance"),
-    [("ddim", "fixed_small"), ("ddpm", "fixed_large")],
+    [(DDIM(clip_denoised=False), "fixed_small"), (DDPM(clip_denoised=False), "fixed_large")],
+    ids=["ddim", "ddpm"],
 )
-def test_exact_gaussian_denoiser_recovers_data_std(sampler: str, variance: str) -> None:
+def test_exact_gaussian_denoiser_recovers_data_std(sampler: Sampler, variance: str) -> None:
     std = 0.5
     diffusion = build_diffusion("linear", 1000, "200", variance)
     denoiser = Denoiser(GaussianEps(diffusion, std))
     noise = SeededNoise(seed=3, indices=range(4000))
-    x = sample(denoiser, diffusion, (4000, 2), noise, sampler=sampler, clip_denoised=False)
+    x = sample(denoiser, diffusion, (4000, 2), noise, sampler)
     assert x.std().item() == pytest.approx(std, rel=0.04)
     assert x.mean().abs().item() < 0.03
 
@@ -46,7 +50,7 @@ def test_ancestral_sampler_matches_its_exact_linear_recursion() -> None:
         sigma2 = (1 - alpha) * (1 - a_prev) / (1 - a_bar) if i else 0.0
         variance = (c1 * shrink + c2) ** 2 * variance + sigma2
     denoiser = Denoiser(GaussianEps(diffusion, std))
-    x = sample(denoiser, diffusion, (8000, 2), SeededNoise(3, range(8000)), clip_denoised=False)
+    x = sample(denoiser, diffusion, (8000, 2), SeededNoise(3, range(8000)), DDPM(False))
     assert x.std().item() == pytest.approx(math.sqrt(variance), rel=0.02)
     assert math.sqrt(variance) < 0.49  # fixed_small at 50 steps is visibly too narrow
 
@@ -66,8 +70,8 @@ def _tiny_denoiser() -> Denoiser:
     return Denoiser(Net())
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
-def test_same_seed_same_samples_for_any_batch_size(sampler: str) -> None:
+@pytest.mark.parametrize("sampler", [DDPM(), DDIM(eta=1.0)], ids=["ddpm", "ddim"])
+def test_same_seed_same_samples_for_any_batch_size(sampler: Sampler) -> None:
     diffusion = build_diffusion("cosine", 1000, "20")
     denoiser = _tiny_denoiser()
     n = 64
@@ -77,9 +81,7 @@ def test_same_seed_same_samples_for_any_batch_size(sampler: str) -> None:
         for start in range(0, n, batch):
             idx = range(start, min(start + batch, n))
             noise = SeededNoise(seed=7, indices=idx)
-            parts.append(
-                sample(denoiser, diffusion, (len(idx), 2), noise, sampler=sampler, eta=1.0)
-            )
+            parts.append(sample(denoiser, diffusion, (len(idx), 2), noise, sampler))
         return torch.cat(parts)
 
     reference = run(64)
@@ -105,11 +107,12 @@ def test_replay_noise_checks_roles_and_runs_out() -> None:
         replay.randn("ancestral", (1, 2))
 
 
-def _one_step(sampler: str, guide: Guide | None, i: int = 5):
-    diffusion = build_diffusion("cosine", 1000, "10")
+def _one_step(sampler: str, guide: Guide | None, i: int = 5, variance: str = "fixed_small"):
+    diffusion = build_diffusion("cosine", 1000, "10", variance)
     x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
     noise = SeededNoise(seed=0, indices=range(4))
-    out = step(_tiny_denoiser(), diffusion, x, i, noise, sampler, 0.0, guide, clip_denoised=False)
+    rule = DDPM(clip_denoised=False) if sampler == "ddpm" else DDIM(clip_denoised=False)
+    out = rule.step(rule.trajectory(_tiny_denoiser(), diffusion, noise), x, i, guide)
     return diffusion, out
 
 
@@ -127,6 +130,19 @@ def test_weight_schedule_shifts_match_closed_forms(sampler: str, kind: str) -> N
         c = math.sqrt(1 - a_prev) - math.sqrt(a_prev) * math.sqrt(1 - a) / math.sqrt(a)
         factor = -math.sqrt(1 - a) * c if kind == "var" else 1.0
     torch.testing.assert_close(shift, factor * w * g, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("variance", "guided"), [("fixed_small", False), ("fixed_large", True)])
+def test_var_guidance_of_the_last_ddpm_step_is_the_variance_there(variance: str, guided: bool):
+    """Σ is guided-diffusion's ``variance``: for fixed_small the posterior variance, 0 at i = 0,
+    so the last step adds no guidance (exp of the clipped log-variance would add β̃_1·w·g);
+    fixed_large's Σ_0 is β̃_1, so its last step is guided."""
+    g, w = torch.full((4, 2), 1e4), 0.7  # β̃_1 is about 1e-5: a shift well above rounding
+    diffusion, plain = _one_step("ddpm", None, 0, variance)
+    _, out = _one_step("ddpm", Guide(ConstantTerm(g), WeightSchedule(w, "var")), 0, variance)
+    expected = diffusion.posterior_variance[1] * w * g if guided else torch.zeros_like(g)
+    assert diffusion.posterior_variance[1] * w * g.min() > 0.05
+    torch.testing.assert_close(out.x_prev - plain.x_prev, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_firing_rule_matches_official_intermittent_schedule() -> None:

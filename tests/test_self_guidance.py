@@ -15,7 +15,10 @@ from minority.errors import MissingWeightsError, UserError
 from minority.guidance.base import GuidanceContext, Guide, WeightSchedule
 from minority.guidance.self_guidance import SelfGuidance
 from minority.models.denoiser import Denoiser
-from minority.sampling.loop import sample, step
+from minority.sampling.base import Sampler
+from minority.sampling.ddim import DDIM
+from minority.sampling.ddpm import DDPM
+from minority.sampling.loop import sample
 from minority.seeding import ReplayNoise, SeededNoise
 
 DIM, STEPS, I = 3, 10, 5
@@ -195,8 +198,9 @@ def test_ddim_step_shifts_eps_by_the_self_guidance_direction(kind: str) -> None:
     g = term.direction(_context(denoiser, diffusion, x, draws))
     guide = Guide(term, WeightSchedule(w, kind))
     noise = ReplayNoise([z_ddim, *draws], ["ddim", "sg_perturb"])
-    guided = step(denoiser, diffusion, x, I, noise, "ddim", guide=guide, clip_denoised=False)
-    plain = step(denoiser, diffusion, x, I, ReplayNoise([z_ddim]), "ddim", clip_denoised=False)
+    ddim = DDIM(clip_denoised=False)
+    guided = ddim.step(ddim.trajectory(denoiser, diffusion, noise), x, I, guide)
+    plain = ddim.step(ddim.trajectory(denoiser, diffusion, ReplayNoise([z_ddim])), x, I)
     a, a_prev = diffusion.alphas_cumprod[I], diffusion.alphas_cumprod[I - 1]
     c = math.sqrt(1 - a_prev) - math.sqrt(a_prev) * math.sqrt(1 - a) / math.sqrt(a)
     factor = -math.sqrt(1 - a) * c if kind == "var" else 1.0
@@ -204,8 +208,8 @@ def test_ddim_step_shifts_eps_by_the_self_guidance_direction(kind: str) -> None:
     torch.testing.assert_close(guided.x_prev - plain.x_prev, factor * w * g)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
-def test_self_guided_sampling_runs_and_moves_the_samples(sampler: str) -> None:
+@pytest.mark.parametrize("sampler", [DDPM(), DDIM()], ids=["ddpm", "ddim"])
+def test_self_guided_sampling_runs_and_moves_the_samples(sampler: Sampler) -> None:
     diffusion, denoiser, _, _ = _setup()
     denoiser.float()
     guide = Guide(SelfGuidance("l2"), WeightSchedule(1.0, "fixed", every=2))

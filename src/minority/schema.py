@@ -108,10 +108,18 @@ class SelfGuidanceSchema(NoGuidanceSchema):
 
 @dataclass
 class SamplerSchema:
+    """Keys of every sampler: ``_target_`` builds it (its other keys but ``name`` and
+    ``steps`` are the constructor's arguments, :func:`minority.tasks.sample.build_sampler`)."""
+
+    _target_: str = MISSING
     name: str = MISSING
     steps: str = MISSING
-    eta: float = MISSING
     clip_denoised: bool = MISSING
+
+
+@dataclass
+class DDIMSamplerSchema(SamplerSchema):
+    eta: float = MISSING  # DDIM's alone: the other samplers refuse sampler.eta at composition
 
 
 @dataclass
@@ -128,7 +136,9 @@ SCHEMAS: dict[tuple[str, str], type] = {
     ("schema/guidance", "none"): NoGuidanceSchema,
     ("schema/guidance", "minority"): MinorityGuidanceSchema,
     ("schema/guidance", "self"): SelfGuidanceSchema,
-    ("schema", "sampler"): SamplerSchema,
+    ("schema/sampler", "ddpm"): SamplerSchema,
+    ("schema/sampler", "ddim"): DDIMSamplerSchema,
+    ("schema/sampler", "dpmpp2m"): SamplerSchema,
     ("schema", "init"): InitSchema,
 }
 
@@ -158,13 +168,13 @@ def check_values(cfg: DictConfig) -> None:
 
     Raises:
         UserError: a ``_target_`` outside the allow-list, a negative seed, a non-positive
-            training batch size, a target class that is none of its three forms, η outside
-            [0, 1], or a non-finite guidance scale or γ.
+            training batch size, a target class that is none of its three forms, a sampler
+            that does not build (e.g. η outside [0, 1]), or a non-finite guidance scale or γ.
     """
     from minority.guidance.build import build_schedule
     from minority.instantiate import allowed_prefixes, check_targets
     from minority.sampling.init import Initialisation
-    from minority.sampling.loop import check_sampler
+    from minority.tasks.sample import build_sampler
 
     check_targets(cfg, allowed_prefixes(cfg))
     seed = OmegaConf.select(cfg, "seed")
@@ -173,7 +183,7 @@ def check_values(cfg: DictConfig) -> None:
         size = OmegaConf.select(cfg, key)
         require(size is None or int(size) > 0, f"{key} must be positive (got {size}).")
     if "sampler" in cfg:
-        check_sampler(cfg.sampler.name, float(cfg.sampler.eta))
+        build_sampler(cfg)
         Initialisation(float(cfg.init.gamma), int(cfg.init.skip))
         build_schedule(cfg.guidance.scale, cfg.schedule)
         _check_target_class(OmegaConf.select(cfg, "guidance.target_class"))

@@ -142,6 +142,16 @@ class GaussianDiffusion:
             return self.gather(np.log(large), k, x)
         return self.gather(self.posterior_log_variance_clipped, k, x)
 
+    def variance(self, k: Tensor, x: Tensor, var_values: Tensor | None = None) -> Tensor:
+        """Σ_k of p(x_{k−1} | x_k) as guided-diffusion's ``variance``, broadcastable to ``x``.
+
+        "fixed_small": the posterior variance β̃_k itself, 0 at k = 0 (only its log is clipped,
+        to β̃_1, for the noise scale); otherwise exp(:meth:`log_variance`).
+        """
+        if self.variance_type == "fixed_small":
+            return self.gather(self.posterior_variance, k, x)
+        return self.log_variance(k, x, var_values).exp()
+
 
 def build_diffusion(
     noise_schedule: str = "cosine",

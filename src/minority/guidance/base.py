@@ -1,17 +1,11 @@
-"""The guidance contract: a term gives a direction, a weight schedule turns it into a shift.
+"""The guidance contract: a term gives a direction, a weight schedule says when and how much.
 
 A :class:`GuidanceTerm` looks at the current step (:class:`GuidanceContext`) and returns a
-direction g with the shape of x_t. A :class:`WeightSchedule` says at which steps guidance fires
-and how g becomes a shift:
-
-* DDPM (shift of the posterior mean μ):
-  - ``var``:   μ ← μ + w·Σ_θ(x_t, t)·g   (classifier guidance's ``condition_mean``; for models
-    without learned Σ, Σ is the sampler's fixed variance, the posterior variance by default)
-  - ``fixed``: μ ← μ + w·g
-* DDIM (shift of ε; the sampler re-derives x̂0 and ε from it):
-  - ``var``:   ε ← ε − √(1−ᾱ_t)·w·g  (``condition_score``: w·g added to the score)
-  - ``fixed``: ε ← ε + w·g / c_t, with c_t = √(1−ᾱ_{t−1}) − √ᾱ_{t−1}·√(1−ᾱ_t)/√ᾱ_t = ∂x_{t−1}/∂ε
-    of the η = 0 update, so that x_{t−1} moves by exactly w·g as in DDPM's ``fixed``.
+direction g with the shape of x_t. A :class:`WeightSchedule` holds the scale w, the weighting
+kind ("var" or "fixed") and the steps at which guidance fires. How w·g enters a step is the
+sampler's own rule (:mod:`minority.sampling`): a shift of the posterior mean for DDPM
+(:mod:`minority.sampling.ddpm`), of ε for DDIM and DPM-Solver++ (:mod:`minority.sampling.ddim`,
+:mod:`minority.sampling.dpm_solver`).
 
 Firing (the self-guided sampler's rule, on the respaced index i of a T'-step grid): guidance
 fires iff i % every == 0 and i > T'·stop_fraction; i = 0 (the last step) satisfies the first
@@ -74,11 +68,12 @@ class GuidanceTerm(Protocol):
 
 @dataclass
 class WeightSchedule:
-    """When guidance fires and how its direction becomes a shift (module docstring).
+    """When guidance fires, its scale and its weighting kind (the sampler applies them).
 
     Args:
         scale: w ≥ 0.
-        kind: "var" or "fixed".
+        kind: "var" (weighted by the step's variance or noise level) or "fixed" (w·g moves x_{t−1}
+            by w·g); each sampler documents its shift.
         every: fire every n-th respaced index (n ≥ 1).
         stop_fraction: fire only while i > T'·stop_fraction; negative = never off.
     """
@@ -99,21 +94,6 @@ class WeightSchedule:
     def fires(self, i: int, num_steps: int) -> bool:
         """Whether guidance acts at respaced index ``i`` of a ``num_steps``-step grid."""
         return i % int(self.every) == 0 and i > num_steps * self.stop_fraction
-
-    def mean_shift(self, g: Tensor, log_variance: Tensor) -> Tensor:
-        """The DDPM shift of μ: w·Σ·g ("var") or w·g ("fixed")."""
-        scaled = g * self.scale
-        return log_variance.exp() * scaled if self.kind == "var" else scaled
-
-    def eps_shift(self, g: Tensor, alpha_bar: Tensor, alpha_bar_prev: Tensor) -> Tensor:
-        """The DDIM shift of ε (module docstring); ᾱ's broadcastable to g."""
-        scaled = g * self.scale
-        if self.kind == "var":
-            return -(1 - alpha_bar).sqrt() * scaled
-        c = (1 - alpha_bar_prev).sqrt() - alpha_bar_prev.sqrt() * (
-            1 - alpha_bar
-        ).sqrt() / alpha_bar.sqrt()
-        return scaled / c
 
 
 @dataclass

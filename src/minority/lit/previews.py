@@ -12,6 +12,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from minority.diffusion.build import build_diffusion_for
 from minority.outputs import save_picture, to_storage
+from minority.sampling.ddim import DDIM
 from minority.sampling.loop import sample
 from minority.seeding import SeededNoise
 
@@ -51,7 +52,7 @@ class SamplePreview(pl.Callback):
         denoiser = pl_module.denoiser
         was_training = denoiser.training
         denoiser.eval()
-        x = sample(denoiser, diffusion, (self.count, *self.sample_shape), noise, "ddim")
+        x = sample(denoiser, diffusion, (self.count, *self.sample_shape), noise, DDIM())
         denoiser.train(was_training)
         return x
 

@@ -23,8 +23,10 @@ from minority.diffusion.gaussian import GaussianDiffusion
 from minority.guidance.base import Guide
 from minority.models.denoiser import Denoiser
 from minority.outputs import completed_ranges, from_uint8_nhwc, to_storage, write_shard
+from minority.sampling.base import Sampler
+from minority.sampling.ddpm import DDPM
 from minority.sampling.init import Initialisation
-from minority.sampling.loop import NonFiniteSamples, check_finite, check_sampler, sample
+from minority.sampling.loop import NonFiniteSamples, check_finite, sample
 from minority.seeding import SeededNoise, stream_generator
 
 
@@ -45,7 +47,7 @@ class SamplingModule(pl.LightningModule):
         denoiser, diffusion: the model and its respaced diffusion.
         sample_shape: shape of one sample, e.g. (2,) or (3, 64, 64).
         seed: the run's seed (with the index, it fixes every draw of a sample).
-        sampler, eta, clip_denoised: the step rule (see :func:`minority.sampling.loop.sample`).
+        sampler: the step rule (:mod:`minority.sampling`); None = DDPM with x̂0 clipped.
         guide: guidance term and schedule, or None.
         init: initialisation policy (Boost-and-Skip).
         num_classes: for class-conditional models, labels are drawn per sample from stream
@@ -66,9 +68,7 @@ class SamplingModule(pl.LightningModule):
         sample_shape: Sequence[int],
         seed: int,
         ranges: Sequence[tuple[int, int]],
-        sampler: str = "ddpm",
-        eta: float = 0.0,
-        clip_denoised: bool = True,
+        sampler: Sampler | None = None,
         guide: Guide | None = None,
         init: Initialisation | None = None,
         num_classes: int = 0,
@@ -77,10 +77,9 @@ class SamplingModule(pl.LightningModule):
         progress: bool = False,
     ):
         super().__init__()
-        check_sampler(sampler, eta)
         self.denoiser, self.diffusion = denoiser.eval().requires_grad_(False), diffusion
         self.sample_shape, self.seed, self.ranges = tuple(sample_shape), seed, list(ranges)
-        self.sampler, self.eta, self.clip_denoised = sampler, eta, clip_denoised
+        self.sampler = sampler or DDPM()
         self.guide, self.init, self.num_classes, self.progress = guide, init, num_classes, progress
         self.labels, self.low_res = labels, low_res
 
@@ -109,8 +108,7 @@ class SamplingModule(pl.LightningModule):
 
     def settings(self) -> str:
         """The settings that can drive samples to NaN / ±inf, as their config keys."""
-        named = {"sampler": self.sampler, "sampler.eta": self.eta}
-        named["sampler.clip_denoised"] = self.clip_denoised
+        named = self.sampler.settings()
         if self.guide is not None:
             named["guidance.scale"] = self.guide.schedule.scale
             if hasattr(self.guide.term, "clip_denoised"):
@@ -141,10 +139,8 @@ class SamplingModule(pl.LightningModule):
                 (len(indices), *self.sample_shape),
                 SeededNoise(self.seed, indices, self.device),
                 self.sampler,
-                self.eta,
                 self.guide,
                 self.init,
-                self.clip_denoised,
                 y,
                 self.progress,
             )

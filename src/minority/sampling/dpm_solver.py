@@ -11,48 +11,103 @@ and ᾱ_t = 1 after index 0: the last step lands on the data, diffusers' ``final
   (diffusers' ``solver_type="midpoint"``).
 
 α_t (e^{−h} − 1) is written as σ_t α_s/σ_s − α_t, which stays finite at σ_t = 0. The solver draws
-no noise. The x̂0 it is given is the sampler's (clipped, guided) Tweedie estimate.
+no noise. Its x̂0 is the (clipped) Tweedie estimate; guidance shifts ε as DDIM's does
+(:func:`minority.sampling.ddim.eps_shift`) and x̂0 is re-derived from the shifted ε, then clipped
+(diffusers' order: guided ε → x̂0 → thresholding). The multistep state (the previous x̂0 and λ)
+lives in the trajectory: a fresh one per call of :func:`minority.sampling.loop.sample`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import Tensor
 
 from minority.diffusion.gaussian import GaussianDiffusion
+from minority.sampling.base import Evaluation, Sampler, StepOutput, Trajectory
+from minority.sampling.ddim import eps_shift
+
+if TYPE_CHECKING:
+    from minority.guidance.base import Guide
+
+
+@dataclass
+class LogSNRGrid:
+    """α, σ at s = index i and at t = index i − 1, and λ_s = log(α_s/σ_s), float64 (T',)."""
+
+    alpha_s: np.ndarray
+    sigma_s: np.ndarray
+    alpha_t: np.ndarray
+    sigma_t: np.ndarray
+    lambda_s: np.ndarray
+
+    @classmethod
+    def of(cls, diffusion: GaussianDiffusion) -> LogSNRGrid:
+        alpha_bar_s, alpha_bar_t = diffusion.alphas_cumprod, diffusion.alphas_cumprod_prev
+        alpha_s, sigma_s = np.sqrt(alpha_bar_s), np.sqrt(1 - alpha_bar_s)
+        alpha_t, sigma_t = np.sqrt(alpha_bar_t), np.sqrt(1 - alpha_bar_t)
+        return cls(alpha_s, sigma_s, alpha_t, sigma_t, np.log(alpha_s) - np.log(sigma_s))
 
 
 @dataclass
 class MultistepState:
-    """What the multistep solver remembers: the previous step's x̂0 (B, …) and its λ_s."""
+    """What the solver remembers along one trajectory: its grid, the previous step's x̂0
+    (B, …; None before the first step) and that step's λ_s."""
 
+    grid: LogSNRGrid
     pred_xstart: Tensor | None = None
     lambda_s: float = 0.0
 
 
-class DPMSolverPP2M:
-    """DPM-Solver++(2M) on a respaced diffusion; one object per trajectory (it keeps state)."""
+class DPMSolverPP2M(Sampler):
+    """DPM-Solver++(2M) steps on a respaced diffusion (draws no noise).
 
-    def __init__(self, diffusion: GaussianDiffusion):
-        alpha_bar_s, alpha_bar_t = diffusion.alphas_cumprod, diffusion.alphas_cumprod_prev
-        self.alpha_s, self.sigma_s = np.sqrt(alpha_bar_s), np.sqrt(1 - alpha_bar_s)
-        self.alpha_t, self.sigma_t = np.sqrt(alpha_bar_t), np.sqrt(1 - alpha_bar_t)
-        self.lambda_s = np.log(self.alpha_s) - np.log(self.sigma_s)
-        self.state = MultistepState()
+    Args:
+        clip_denoised: clip x̂0 to [−1, 1] (diffusers: thresholding with sample_max_value 1).
+    """
 
-    def step(self, x: Tensor, i: int, pred_xstart: Tensor) -> Tensor:
-        """x_{i−1} from x_i (B, …) and x̂0 at index i (B, …); call for i = start, …, 0 in order."""
-        previous, lambda_s = self.state, float(self.lambda_s[i])
-        self.state = MultistepState(pred_xstart, lambda_s)
+    name = "dpmpp2m"
+
+    def initial_state(self, diffusion: GaussianDiffusion) -> MultistepState:
+        return MultistepState(LogSNRGrid.of(diffusion))
+
+    def step(
+        self, trajectory: Trajectory, x: Tensor, i: int, guide: Guide | None = None
+    ) -> StepOutput:
+        # x̂0_s = x̂0(x_s, ε_θ(x_s, s)), clipped; guided through ε when the guide fires
+        model = self.evaluate(trajectory, x, i, guide)
+        pred_xstart = model.pred_xstart
+        if guide is not None:
+            pred_xstart = self.guided_xstart(trajectory, model, guide)
+        x_prev = self.update(trajectory, model.x.detach(), i, pred_xstart)
+        return StepOutput(x_prev, pred_xstart)
+
+    def guided_xstart(self, trajectory: Trajectory, model: Evaluation, guide: Guide) -> Tensor:
+        """x̂0 from the guided ε: ε ← ε + DDIM's ε shift of w·g, x̂0 re-derived, then clipped."""
+        diffusion, x, k = trajectory.diffusion, model.x.detach(), model.k
+        alpha_bar = diffusion.gather(diffusion.alphas_cumprod, k, x)
+        alpha_bar_prev = diffusion.gather(diffusion.alphas_cumprod_prev, k, x)
+        g = model.direction(trajectory, guide)
+        eps = diffusion.pred_eps(x, k, model.pred_xstart)
+        eps = eps + eps_shift(g, guide.schedule, alpha_bar, alpha_bar_prev)
+        pred_xstart = diffusion.pred_xstart(x, k, eps)
+        return pred_xstart.clamp(-1, 1) if self.clip_denoised else pred_xstart
+
+    @staticmethod
+    def update(trajectory: Trajectory, x: Tensor, i: int, pred_xstart: Tensor) -> Tensor:
+        """x_{i−1} from x_i (B, …) and x̂0 at index i (B, …); records x̂0 in the state."""
+        state: MultistepState = trajectory.state
+        grid, lambda_s = state.grid, float(state.grid.lambda_s[i])
+        trajectory.state = replace(state, pred_xstart=pred_xstart, lambda_s=lambda_s)
         # exponential integrator: x_t = (σ_t/σ_s)·x_s − α_t(e^{−h} − 1)·D
-        a = float(self.sigma_t[i] / self.sigma_s[i])
-        b = float(self.alpha_t[i] - self.sigma_t[i] * self.alpha_s[i] / self.sigma_s[i])
-        if previous.pred_xstart is None or i == 0:
+        a = float(grid.sigma_t[i] / grid.sigma_s[i])
+        b = float(grid.alpha_t[i] - grid.sigma_t[i] * grid.alpha_s[i] / grid.sigma_s[i])
+        if state.pred_xstart is None or i == 0:
             # first-order update (DDIM with η = 0): D = x̂0_s
             return a * x + b * pred_xstart
         # second-order multistep update (Algorithm 2): r = h'/h, D = x̂0_s + (x̂0_s − x̂0_s')/(2r)
-        h = float(np.log(self.alpha_t[i] / self.sigma_t[i])) - lambda_s
-        r = (lambda_s - previous.lambda_s) / h
-        return a * x + b * (pred_xstart + (pred_xstart - previous.pred_xstart) / (2 * r))
+        h = float(np.log(grid.alpha_t[i] / grid.sigma_t[i])) - lambda_s
+        r = (lambda_s - state.lambda_s) / h
+        return a * x + b * (pred_xstart + (pred_xstart - state.pred_xstart) / (2 * r))

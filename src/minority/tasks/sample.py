@@ -15,10 +15,12 @@ from minority.data.images import read_npz
 from minority.diffusion.build import build_diffusion_for, load_denoiser
 from minority.errors import require
 from minority.guidance.build import build_guide
+from minority.instantiate import instantiate
 from minority.lit.sampling import SamplingModule, ShardWriter, pending_ranges
 from minority.models.build import is_class_conditional
 from minority.models.runtime import prepare_network
 from minority.outputs import merge_shards, save_picture
+from minority.sampling.base import Sampler
 from minority.sampling.init import Initialisation
 from minority.tasks.common import (
     adopt_diffusers_folder,
@@ -84,8 +86,26 @@ def low_res_conditions(cfg: DictConfig, model_cfg: dict) -> tuple[np.ndarray | N
     return images[:n], torch.from_numpy(labels.astype(np.int64))
 
 
+# Keys of a sampler node that are not the sampler's own: the grid (sampler.steps, which
+# respaces the diffusion) and the label run names use (sampler.name).
+GRID_KEYS = ("name", "steps")
+
+
+def build_sampler(cfg: DictConfig) -> Sampler:
+    """The sampler ``cfg.sampler`` names by its ``_target_`` (its other keys but the grid and
+    the name are the constructor's arguments), e.g. ``minority.sampling.ddim.DDIM(eta=0.0)``."""
+    node = {key: value for key, value in plain(cfg.sampler).items() if key not in GRID_KEYS}
+    sampler = instantiate(node, cfg)
+    require(
+        isinstance(sampler, Sampler),
+        f"sampler._target_={node['_target_']} is not a minority.sampling.base.Sampler.",
+    )
+    return sampler
+
+
 def build_sampling_module(cfg: DictConfig, ranges: list[tuple[int, int]]) -> SamplingModule:
-    """Model, diffusion, guide and init policy from the config, for the given batches."""
+    """Model, diffusion, sampler, guide and init policy from the config, for the given
+    batches."""
     model_cfg = plain(cfg.model)
     low_res, labels = low_res_conditions(cfg, model_cfg)
     denoiser = load_denoiser(model_cfg, cfg.checkpoint, plain(cfg.diffusion))
@@ -108,9 +128,7 @@ def build_sampling_module(cfg: DictConfig, ranges: list[tuple[int, int]]) -> Sam
         shape,
         int(cfg.seed),
         ranges,
-        sampler=cfg.sampler.name,
-        eta=float(cfg.sampler.eta),
-        clip_denoised=bool(cfg.sampler.clip_denoised),
+        sampler=build_sampler(cfg),
         guide=build_guide(plain(cfg.guidance), plain(cfg.schedule), context),
         init=Initialisation(float(cfg.init.gamma), int(cfg.init.skip)),
         num_classes=num_classes,
