@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 from minority.data.images import build_image_dataset
@@ -20,6 +21,7 @@ from minority.metrics.features import (
     tf_legacy_resize_bilinear,
 )
 from minority.outputs import to_uint8_nhwc
+from minority.provenance import file_fingerprint
 
 
 def legacy_bilinear_reference(image: np.ndarray, size: int) -> np.ndarray:
@@ -114,6 +116,48 @@ def test_real_features_are_computed_once_and_recomputed_when_a_source_file_chang
     assert features_module.source_key(cfg, []) != features_module.source_key(
         cfg | {"image_size": 4}, []
     )
+
+
+def test_a_changed_extractor_version_or_weight_file_recomputes_the_real_features(
+    tmp_path, monkeypatch
+):
+    images, cache = tmp_path / "images", tmp_path / "cache"
+    write_images(images, 6)
+    cfg = {"name": "fake", "format": "folder", "root": str(images), "image_size": 8}
+    dataset = build_image_dataset(cfg)
+    extractor = CountingPixels()
+
+    def features():
+        return cached_dataset_features(extractor, dataset, dataset.source_files, cfg, cache)
+
+    features()
+    features()
+    assert extractor.seen == 6  # same identity: reused
+    monkeypatch.setattr(features_module, "FEATURES_VERSION", features_module.FEATURES_VERSION + 1)
+    features()
+    assert extractor.seen == 12  # new code version: recomputed
+    extractor.weights = "another weight file"
+    features()
+    assert extractor.seen == 18  # new weights: recomputed
+    extractor.preprocess = lambda x: pixels(x) * 1
+    features()
+    assert extractor.seen == 24  # new preprocessing: recomputed
+    features()
+    assert extractor.seen == 24 and len(list(cache.glob("pixels-*.pt"))) == 4
+
+
+def test_the_extractor_identity_carries_the_weight_files_content(tmp_path):
+    name = "torchvision:mobilenet_v3_small"
+    weights = tmp_path / features_module.torchvision_spec("mobilenet_v3_small").filename
+    model = torchvision.models.mobilenet_v3_small(weights=None)
+    torch.save(model.state_dict(), weights)
+    first = features_module.get_feature_extractor(name, weights_path=weights)
+    assert first.identity()["weights"] == file_fingerprint(weights)
+    model.classifier[0].bias.data += 1
+    torch.save(model.state_dict(), weights)
+    second = features_module.get_feature_extractor(name, weights_path=weights)
+    assert second.identity()["weights"] == file_fingerprint(weights) != first.identity()["weights"]
+    assert first.identity()["preprocess"] == second.identity()["preprocess"]
 
 
 def test_evaluate_streams_the_reference_once_and_prints_its_values(tmp_path, monkeypatch, capsys):
