@@ -4,21 +4,28 @@ Random float32 features (N real, N generated, D dims) are written once; each imp
 runs in its own process, so its time and peak resident memory are measured alone:
 
 - ours: ``compute_metrics(generated, real, ["avgknn", "lof", "rarity", "precision", "recall"])``
-  (one self search of the real set and one generated-vs-real search shared by AvgkNN, LOF,
-  Rarity and precision; a self search of the generated set and one ball pass for recall);
+  (self searches of the real and of the generated set, each computing only the tiles on and
+  above the diagonal, and one pass over the generated × real tiles serving the generated
+  samples' kNN and the ball covers of Rarity, precision and recall: about two GEMMs);
 - scikit-learn: ``NearestNeighbors(k).kneighbors`` for AvgkNN and the k = 3 radii,
   ``LocalOutlierFactor(n_neighbors, novelty=True)`` (LOF = −``score_samples``), and
   ``pairwise_distances_chunked`` for the ball tests of Rarity, precision and recall. Its process
   runs with ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` removed from its environment, so its
   BLAS picks the kernel of this processor (the kernel is printed, via threadpoolctl).
 
-It prints a table of times and peak memory, the speed ratio, both times in units of one dense
-N × N × D float32 GEMM (the floor of any exact method: the pass needs at least the
-generated-vs-real distances), and the largest relative difference of the per-sample values.
+Both run on one thread by default (``--threads``). It prints a table of wall and CPU times and
+peak memory, the speed ratio, the CPU times in units of one dense N × N × D float32 GEMM at the
+same thread count (torch.mm; exact methods need the generated × real distances, and LOF and the
+manifolds the real × real and generated × generated ones, half a GEMM each by symmetry: a floor
+of about two), and the largest relative difference of the per-sample values. CPU times are the
+figures to compare on a shared machine, where wall time also counts waits for a core.
 
     python benchmarks/bench_knn_lof.py                   # N = 20 000, D = 2048
-    python benchmarks/bench_knn_lof.py --n 50000         # the papers' 50 k × 50 k (long)
     python benchmarks/bench_knn_lof.py --n 3000 --d 256  # a quick run
+    # the papers' 50 k × 50 k, one side at a time (long), then the table from the saved results
+    python benchmarks/bench_knn_lof.py --n 50000 --workdir /tmp/knn50k --only ours
+    python benchmarks/bench_knn_lof.py --n 50000 --workdir /tmp/knn50k --only sklearn
+    python benchmarks/bench_knn_lof.py --n 50000 --workdir /tmp/knn50k --only none
 """
 
 from __future__ import annotations
@@ -59,8 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=["ours", "sklearn"],
-        help="run one side only (the other side's result saved in --workdir is read)",
+        choices=["ours", "sklearn", "none"],
+        help="run one side only, or none (the results saved in --workdir are reported)",
     )
     parser.add_argument("--worker", choices=["ours", "sklearn"], help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -265,19 +272,22 @@ def write_features(folder: Path, args: argparse.Namespace) -> None:
     np.save(paths[1], rng.standard_normal(shape, dtype=np.float32) * 1.1)
 
 
-def run_sides(folder: Path, args: argparse.Namespace) -> tuple[dict, dict, dict]:
-    """Both sides' measurements (run now or saved) and the values' largest differences."""
+def run_sides(folder: Path, args: argparse.Namespace) -> dict[str, dict]:
+    """Each side's measurements (run now or saved), and the values' largest differences."""
     write_features(folder, args)
     for name in ("ours", "sklearn"):
         if args.only in (None, name):
             launch(name, folder, args)
-    missing = [n for n in ("ours", "sklearn") if not (folder / f"{n}.json").is_file()]
-    if missing:
-        raise SystemExit(f"No saved result of {missing[0]} in {folder}; run it first.")
-    ours, sk = (json.loads((folder / f"{n}.json").read_text()) for n in ("ours", "sklearn"))
-    ours_values, sk_values = np.load(folder / "ours.npz"), np.load(folder / "sklearn.npz")
-    diffs = {m: max_relative_difference(ours_values[m], sk_values[m]) for m in METRICS}
-    return ours, sk, diffs
+    sides = {
+        name: json.loads((folder / f"{name}.json").read_text())
+        for name in ("ours", "sklearn")
+        if (folder / f"{name}.json").is_file()
+    }
+    if len(sides) == 2:
+        ours_values, sk_values = np.load(folder / "ours.npz"), np.load(folder / "sklearn.npz")
+        diffs = {m: max_relative_difference(ours_values[m], sk_values[m]) for m in METRICS}
+        sides["differences"] = diffs
+    return sides
 
 
 def main() -> None:
@@ -287,21 +297,28 @@ def main() -> None:
         return
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        ours, sk, diffs = run_sides(args.workdir, args)
+        sides = run_sides(args.workdir, args)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            ours, sk, diffs = run_sides(Path(tmp), args)
-    print_table(ours, sk, diffs, args)
+            sides = run_sides(Path(tmp), args)
+    if "ours" not in sides:
+        raise SystemExit("No result of ours to report; run it (--only ours).")
+    print_table(sides, args)
 
 
-def print_table(ours: dict, sk: dict, diffs: dict, args: argparse.Namespace) -> None:
+def print_table(sides: dict[str, dict], args: argparse.Namespace) -> None:
+    """The measurements as a Markdown table, in units of the GEMM timed by ours' process."""
+    ours, sk = sides["ours"], sides.get("sklearn")
     gemm, gemm_cpu = ours["gemm_seconds"], ours["gemm_cpu_seconds"]
     print(
         f"AvgkNN (k={args.k_avgknn}), LOF (k={args.k_lof}), Rarity (k=3), precision / recall "
         f"(k=3); N = {args.n} real and {args.n} generated, D = {args.d}, float32 features, "
-        f"{ours['threads']} / {sk['threads']} threads; ours: {args.dtype} GEMM, chunk "
-        f"{args.chunk_size}; scikit-learn's BLAS: {sk['blas']} "
-        f"({', '.join(SKLEARN_ENV_DROPPED)} unset)"
+        f"{ours['threads']} thread(s); ours: {args.dtype} GEMM, chunk {args.chunk_size}"
+        + (
+            f"; scikit-learn's BLAS: {sk['blas']} ({', '.join(SKLEARN_ENV_DROPPED)} unset)"
+            if sk
+            else ""
+        )
     )
     print(
         "| implementation | full pass (s) | CPU (s) | in GEMMs (CPU) | peak RSS (MB) "
@@ -309,6 +326,8 @@ def print_table(ours: dict, sk: dict, diffs: dict, args: argparse.Namespace) -> 
     )
     print("|---|---|---|---|---|---|")
     for name, m in (("minority.metrics", ours), ("scikit-learn", sk)):
+        if m is None:
+            continue
         print(
             f"| {name} | {m['seconds']:.1f} | {m['cpu_seconds']:.1f} "
             f"| {m['cpu_seconds'] / gemm_cpu:.2f} | {m['peak_mb']:.0f} | {m['data_mb']:.0f} |"
@@ -317,6 +336,9 @@ def print_table(ours: dict, sk: dict, diffs: dict, args: argparse.Namespace) -> 
         f"one dense {args.n} × {args.n} × {args.d} float32 GEMM (torch.mm, the floor unit): "
         f"{gemm:.1f} s wall, {gemm_cpu:.1f} s CPU"
     )
+    if sk is None:
+        return
+    diffs = sides["differences"]
     print(f"scikit-learn AvgkNN alone: {sk['avgknn_seconds']:.1f} s")
     print(
         f"speed ratio (scikit-learn / ours): {sk['seconds'] / ours['seconds']:.2f}x wall, "
