@@ -16,6 +16,12 @@ searched again in float64 first. Neighbour sets and their order are therefore th
 arithmetic (exact ties broken by the lower index unless more than k + margin points tie;
 duplicates at distance exactly 0); the other squared distances carry the GEMM's rounding,
 about 1e-7 · (||q||² + ||r||²) in float32 (pass ``dtype=torch.float64`` for float64 rounding).
+
+Ball tests (``d(q, c) ≤ r`` or ``< r``, for Rarity and precision / recall) read the same tiles:
+a pair farther than that rounding bound from the sphere r² is settled by the GEMM, the few
+pairs within it get their exact float64 distance, so the memberships are those of exact
+arithmetic in float32 too. :func:`cross_search` serves a kNN search and ball tests in both
+directions from one pass over the query × reference tiles.
 """
 
 from __future__ import annotations
