@@ -1,7 +1,7 @@
 """Bad input through the real entry points: one sentence on stderr, exit 2, no traceback.
 
 Every case stops before any training or sampling (at composition, at the value checks, or at
-the first file read), so the processes are started together and awaited once. The 21 start-ups
+the first file read), so the processes are started together and awaited once. The 25 start-ups
 (≈ 8 s of imports each) take more than a minute on two cores: marked slow.
 """
 
@@ -14,12 +14,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from pipeline_helpers import REPO, make_config
 
 from minority.models.build import build_denoiser, save_checkpoint
 from minority.tasks.common import plain
 
 pytestmark = pytest.mark.slow
+
+# A diffusion run on an image folder of 8×8 images: the first batch holds every image.
+FOLDER = (
+    "dataset=image_folder",
+    "dataset.image_size=8",
+    "model.dim=192",
+    "train.batch_size=5",
+    "hydra.run.dir={tmp}/images_run",
+)
 
 CASES = {
     "num_samples_abc": ("sample.py", "num_samples=abc"),
@@ -44,6 +54,20 @@ CASES = {
     "corrupt_last_ckpt": ("train.py", "hydra.run.dir={tmp}/train"),
     "too_few_samples_for_k": ("evaluate.py", "npz={tmp}/three_points.npz"),
     "points_for_images": ("evaluate.py", "npz={tmp}/images.npz"),
+    "folder_without_images": ("train.py", *FOLDER, "dataset.root={tmp}/no_images"),
+    "unreadable_image": ("train.py", *FOLDER, "dataset.root={tmp}/unreadable"),
+    "mixed_size_images": (
+        "train.py",
+        *FOLDER,
+        "dataset.root={tmp}/mixed",
+        "dataset.image_size=null",
+    ),
+    "lmdb_not_lsuns": (
+        "train.py",
+        "dataset=lsun_bedroom",
+        "dataset.format=lsun_lmdb",
+        "dataset.root={tmp}/not_lsun_lmdb",
+    ),
 }
 
 MESSAGES = {
@@ -69,6 +93,10 @@ MESSAGES = {
     "corrupt_last_ckpt": "last.ckpt is corrupt or not a PyTorch file; delete it to train",
     "too_few_samples_for_k": "kNN needs 1 ≤ k ≤ 2",
     "points_for_images": "Generated samples are 8×8 images but the dataset's are 2-d points",
+    "folder_without_images": "No images found under",
+    "unreadable_image": "Cannot read the image file",
+    "mixed_size_images": "is 8×10 while",
+    "lmdb_not_lsuns": "is not an encoded image; it must hold the LSUN release's LMDB",
 }
 
 
@@ -86,6 +114,23 @@ def _files(tmp: Path) -> None:
     (tmp / "train" / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 cut")
     np.savez(tmp / "three_points.npz", arr_0=np.zeros((3, 2), np.float32))
     np.savez(tmp / "images.npz", arr_0=np.ones((4, 8, 8, 1), np.uint8))
+    _image_folders(tmp)
+
+
+def _image_folders(tmp: Path) -> None:
+    """An empty folder, one with an unreadable file, one with a taller image, a foreign LMDB."""
+    import lmdb
+
+    (tmp / "no_images" / "sub").mkdir(parents=True)
+    (tmp / "no_images" / "readme.txt").write_text("no images here")
+    for name in ("unreadable", "mixed"):
+        (tmp / name).mkdir()
+        for i in range(4):
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp / name / f"img_{i}.png")
+    (tmp / "unreadable" / "img_9.png").write_bytes(b"not a png")
+    Image.fromarray(np.zeros((10, 8, 3), np.uint8)).save(tmp / "mixed" / "img_9.png")
+    with lmdb.open(str(tmp / "not_lsun_lmdb"), map_size=2**20) as env, env.begin(write=True) as txn:
+        txn.put(b"key", b"not an image")
 
 
 @pytest.fixture(scope="module")

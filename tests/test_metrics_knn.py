@@ -134,3 +134,20 @@ def test_runs_on_the_gpu(features):
     expected_d, expected_i = brute_knn(*features, 3)
     assert got.indices.is_cuda
     assert torch.equal(got.indices.cpu(), torch.from_numpy(expected_i))
+
+
+def test_float32_ball_tests_near_a_sphere_are_exact():
+    """Squared norms ~2e7 put float32 GEMM errors far above the ball radius² (25): only the
+    exact recomputation of the pairs near a sphere can tell d² = 24, 25 and 26 apart."""
+    rng = np.random.default_rng(7)
+    centers = rng.integers(-1000, 1000, size=(30, 64)).astype(np.float32)
+    offsets = np.zeros((3, 64), np.float32)
+    offsets[0, :3] = (2, 2, 4)  # d² = 24: inside
+    offsets[1, :2] = (3, 4)  # d² = 25: on the sphere
+    offsets[2, :2] = (1, 5)  # d² = 26: outside
+    query = np.concatenate([centers[i : i + 1] + offsets for i in range(10)])
+    radii = np.full(30, 5.0)
+    inclusive = smallest_covering_radius(query, centers, radii, inclusive=True, chunk_size=16)
+    strict = smallest_covering_radius(query, centers, radii, inclusive=False, chunk_size=16)
+    assert inclusive.tolist() == [5.0, 5.0, np.inf] * 10
+    assert strict.tolist() == [5.0, np.inf, np.inf] * 10

@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 from minority.data.images import build_image_dataset
@@ -20,6 +21,7 @@ from minority.metrics.features import (
     tf_legacy_resize_bilinear,
 )
 from minority.outputs import to_uint8_nhwc
+from minority.provenance import file_fingerprint
 
 
 def legacy_bilinear_reference(image: np.ndarray, size: int) -> np.ndarray:
@@ -116,6 +118,48 @@ def test_real_features_are_computed_once_and_recomputed_when_a_source_file_chang
     )
 
 
+def test_a_changed_extractor_version_or_weight_file_recomputes_the_real_features(
+    tmp_path, monkeypatch
+):
+    images, cache = tmp_path / "images", tmp_path / "cache"
+    write_images(images, 6)
+    cfg = {"name": "fake", "format": "folder", "root": str(images), "image_size": 8}
+    dataset = build_image_dataset(cfg)
+    extractor = CountingPixels()
+
+    def features():
+        return cached_dataset_features(extractor, dataset, dataset.source_files, cfg, cache)
+
+    features()
+    features()
+    assert extractor.seen == 6  # same identity: reused
+    monkeypatch.setattr(features_module, "FEATURES_VERSION", features_module.FEATURES_VERSION + 1)
+    features()
+    assert extractor.seen == 12  # new code version: recomputed
+    extractor.weights = "another weight file"
+    features()
+    assert extractor.seen == 18  # new weights: recomputed
+    extractor.preprocess = lambda x: pixels(x) * 1
+    features()
+    assert extractor.seen == 24  # new preprocessing: recomputed
+    features()
+    assert extractor.seen == 24 and len(list(cache.glob("pixels-*.pt"))) == 4
+
+
+def test_the_extractor_identity_carries_the_weight_files_content(tmp_path):
+    name = "torchvision:mobilenet_v3_small"
+    weights = tmp_path / features_module.torchvision_spec("mobilenet_v3_small").filename
+    model = torchvision.models.mobilenet_v3_small(weights=None)
+    torch.save(model.state_dict(), weights)
+    first = features_module.get_feature_extractor(name, weights_path=weights)
+    assert first.identity()["weights"] == file_fingerprint(weights)
+    model.classifier[0].bias.data += 1
+    torch.save(model.state_dict(), weights)
+    second = features_module.get_feature_extractor(name, weights_path=weights)
+    assert second.identity()["weights"] == file_fingerprint(weights) != first.identity()["weights"]
+    assert first.identity()["preprocess"] == second.identity()["preprocess"]
+
+
 def test_evaluate_streams_the_reference_once_and_prints_its_values(tmp_path, monkeypatch, capsys):
     from pipeline_helpers import make_config
 
@@ -150,3 +194,61 @@ def test_evaluate_streams_the_reference_once_and_prints_its_values(tmp_path, mon
     printed = capsys.readouterr().out
     lines = dict(line.split(maxsplit=1) for line in printed.strip().splitlines()[-9:])
     assert lines["fid"] == f"{first['fid']:.6g}" and lines["recall"] == f"{first['recall']:.6g}"
+
+
+def test_one_unique_subset_chosen_in_its_space_serves_every_column_of_a_row(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from minority.metrics.reference import most_unique_indices
+    from minority.tasks import evaluate
+
+    write_images(tmp_path / "images", 40)
+    first_channel = FeatureExtractor("first_channel", None, lambda x: pixels(x)[:, :64])
+    monkeypatch.setattr(
+        evaluate,
+        "get_feature_extractor",
+        lambda name, *args: (
+            first_channel if name == "first_channel" else FeatureExtractor("pixels", None, pixels)
+        ),
+    )
+    seen = []
+    compute = evaluate.compute_metrics
+    monkeypatch.setattr(
+        evaluate,
+        "compute_metrics",
+        lambda g, r, *a, **kw: seen.append(r) or compute(g, r, *a, **kw),
+    )
+    columns = {
+        "fid": {"features": "pixels", "metric": "fid", "reference": "unique"},
+        "precision": {"features": "first_channel", "metric": "precision", "reference": "unique"},
+    }
+    mcfg = OmegaConf.create(
+        {
+            "columns": columns,
+            "unique_features": "first_channel",
+            "unique_fraction": 0.25,
+            "k_avgknn": 5,
+            "k_lof": 5,
+            "k_rarity": 3,
+            "k_manifold": 3,
+            "weights": {},
+            "device": "cpu",
+            "cache_dir": str(tmp_path / "cache"),
+        }
+    )
+    dataset = {
+        "name": "fake",
+        "format": "folder",
+        "root": str(tmp_path / "images"),
+        "image_size": 8,
+    }
+    real = evaluate.RealSet(dataset, mcfg)
+    samples = np.random.default_rng(5).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    evaluate.feature_metrics(samples, real, mcfg)
+    all_pixels = real.features(FeatureExtractor("pixels", None, pixels))
+    unique = most_unique_indices(all_pixels[:, :64], 0.25)
+    assert len(unique) == 10 and not torch.equal(unique, most_unique_indices(all_pixels, 0.25))
+    expected = {64: all_pixels[unique][:, :64], 192: all_pixels[unique]}
+    assert sorted(r.shape[1] for r in seen) == [64, 192]
+    for used in seen:
+        torch.testing.assert_close(torch.as_tensor(used), expected[used.shape[1]], rtol=0, atol=0)

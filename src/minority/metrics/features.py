@@ -49,6 +49,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from minority.errors import UserError
+from minority.provenance import file_fingerprint
 from minority.weights import find_weights
 
 CLEANFID_INCEPTION = "inception-2015-12-05.pt"
@@ -63,6 +64,9 @@ INCEPTION_TRUNK_TO_MIXED_6 = (
     *("mixed", "mixed_1", "mixed_2", "mixed_3", "mixed_4", "mixed_5"),
 )
 TORCHVISION_PREFIX = "torchvision:"
+# Version of the feature functions and their preprocessing, part of every feature-cache key:
+# raise it with any change that alters the features of a given weight file.
+FEATURES_VERSION = 1
 
 Images = Tensor | np.ndarray
 
@@ -167,6 +171,7 @@ class FeatureExtractor:
         network: input batch -> (B, dim) features; None for ``pixels``.
         device: where the network runs.
         batch_size: images per forward pass.
+        weights: content fingerprint of the weight file (None: no weights).
     """
 
     name: str
@@ -175,6 +180,19 @@ class FeatureExtractor:
     network: Callable[[Tensor], Tensor] | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     batch_size: int = 64
+    weights: str | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the features of given images, part of every feature-cache key:
+        the extractor's name, the weight file's content, the preprocessing function and
+        :data:`FEATURES_VERSION`."""
+        preprocess = getattr(self.preprocess, "__qualname__", type(self.preprocess).__name__)
+        return {
+            "extractor": self.name,
+            "weights": self.weights,
+            "preprocess": f"{getattr(self.preprocess, '__module__', '')}.{preprocess}",
+            "features_version": FEATURES_VERSION,
+        }
 
     @torch.no_grad()
     def __call__(self, images: Images) -> Tensor:
@@ -189,16 +207,21 @@ class FeatureExtractor:
         return torch.cat(parts)
 
 
-def load_cleanfid_inception(
-    weights_path: str | os.PathLike | None, device: torch.device
-) -> torch.jit.ScriptModule:
-    """NVIDIA's TorchScript Inception as clean-fid uses it, found offline."""
-    path = find_weights(
+def cleanfid_inception_path(weights_path: str | os.PathLike | None) -> Path:
+    """The weight file of NVIDIA's TorchScript Inception (clean-fid's), found offline."""
+    return find_weights(
         CLEANFID_INCEPTION,
         path=weights_path,
         extra_dirs=[cleanfid_cache_dir()],
         purpose="clean-fid Inception for cFID / sFID",
     )
+
+
+def load_cleanfid_inception(
+    weights_path: str | os.PathLike | None, device: torch.device
+) -> torch.jit.ScriptModule:
+    """NVIDIA's TorchScript Inception as clean-fid uses it, found offline."""
+    path = cleanfid_inception_path(weights_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated; the file is one
         return torch.jit.load(str(path), map_location=device).eval()
@@ -286,11 +309,16 @@ def drop_last_linear(model: nn.Module) -> nn.Module:
     return model
 
 
+def torchvision_weights_path(spec: TorchvisionSpec, weights_path: str | os.PathLike | None) -> Path:
+    """The weight file of the classifier of ``spec``, found offline."""
+    return find_weights(spec.filename, path=weights_path, purpose=f"torchvision {spec.arch}")
+
+
 def load_torchvision_trunk(
     spec: TorchvisionSpec, weights_path: str | os.PathLike | None, device: torch.device
 ) -> nn.Module:
     """The classifier of ``spec`` with weights found offline and its head removed."""
-    path = find_weights(spec.filename, path=weights_path, purpose=f"torchvision {spec.arch}")
+    path = torchvision_weights_path(spec, weights_path)
     model = torchvision.models.get_model(spec.arch, weights=None, **dict(spec.kwargs))
     try:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -303,7 +331,8 @@ def load_torchvision_trunk(
 def _torchvision_extractor(
     name: str, spec: TorchvisionSpec, weights_path, device: torch.device, batch_size: int
 ) -> FeatureExtractor:
-    model = load_torchvision_trunk(spec, weights_path, device)
+    path = torchvision_weights_path(spec, weights_path)
+    model = load_torchvision_trunk(spec, path, device)
     probe = torch.zeros(1, 3, spec.size, spec.size, device=device)
     with torch.no_grad():
         dim = model(probe).reshape(1, -1).shape[1]
@@ -314,6 +343,7 @@ def _torchvision_extractor(
         model,
         device,
         batch_size,
+        file_fingerprint(path),
     )
 
 
@@ -346,8 +376,10 @@ def get_feature_extractor(
         return FeatureExtractor(name, None, pixels)
     if name in INCEPTION_HEADS:
         head, dim, preprocess = INCEPTION_HEADS[name]
-        network = head(load_cleanfid_inception(weights_path, device))
-        return FeatureExtractor(name, dim, preprocess, network, device, batch_size)
+        path = cleanfid_inception_path(weights_path)
+        network = head(load_cleanfid_inception(path, device))
+        weights = file_fingerprint(path)
+        return FeatureExtractor(name, dim, preprocess, network, device, batch_size, weights)
     if name in TORCHVISION_EXTRACTORS:
         spec = TORCHVISION_EXTRACTORS[name]
     elif name.startswith(TORCHVISION_PREFIX):
@@ -376,7 +408,8 @@ def cached_features(
     """Features of a reference set, computed once and kept in ``cache_dir``.
 
     The file is ``<name>-<key>.pt`` where ``name`` defaults to ``extractor.name`` and ``key``
-    to :func:`data_fingerprint` of ``images``.
+    to :func:`data_fingerprint` of ``images``, combined with the extractor's
+    :meth:`FeatureExtractor.identity` when it has one.
 
     Returns:
         float32 (N, D) CPU features.
@@ -384,7 +417,10 @@ def cached_features(
     name = name or getattr(extractor, "name", None)
     if name is None:
         raise UserError("Cached features need a name for the extractor.")
-    path = Path(cache_dir) / f"{name}-{key or data_fingerprint(images)}.pt"
+    key = key or data_fingerprint(images)
+    if isinstance(extractor, FeatureExtractor):
+        key = source_key({"data": key, "extractor": extractor.identity()}, [])
+    path = Path(cache_dir) / f"{name}-{key}.pt"
     return load_or_compute(path, lambda: extractor(images))
 
 
@@ -439,13 +475,14 @@ def cached_dataset_features(
     extractor) and kept as ``cache_dir/<extractor>-<key>.pt`` (:func:`source_key`).
 
     Args:
-        extractor: the feature extractor (its name and input rule are part of the key).
+        extractor: the feature extractor (its :meth:`~FeatureExtractor.identity` — name,
+            weight file content, preprocessing, code version — is part of the key).
         dataset: the reference items, ``(x float (C, H, W) in [−1, 1], extras)``.
         files: the files the items are read from (a changed file is recomputed, not reused).
         settings: everything else that determines the items (crop, size, subset, …).
         cache_dir: the cache folder.
         num_workers: DataLoader workers decoding the items.
     """
-    key = source_key({**settings, "extractor": extractor.name}, files)
+    key = source_key({"source": dict(settings), "extractor": extractor.identity()}, files)
     path = Path(cache_dir) / f"{extractor.name}-{key}.pt"
     return load_or_compute(path, lambda: dataset_features(extractor, dataset, num_workers))

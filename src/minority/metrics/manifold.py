@@ -26,6 +26,12 @@ class Rarity(NamedTuple):
     scores: Tensor
     in_ball: Tensor
 
+    @classmethod
+    def from_smallest(cls, smallest: Tensor) -> Rarity:
+        """From the smallest real ball (strict) holding each sample, ``inf`` where none does."""
+        in_ball = torch.isfinite(smallest)
+        return cls(torch.where(in_ball, smallest, torch.nan), in_ball)
+
     @property
     def mean(self) -> float:
         """Mean score over the samples inside the real manifold (NaN when none is)."""
@@ -52,8 +58,7 @@ def rarity_from_radii(
     smallest = smallest_covering_radius(
         generated, real, real_radii, inclusive=False, chunk_size=chunk_size
     )
-    in_ball = torch.isfinite(smallest)
-    return Rarity(torch.where(in_ball, smallest, torch.nan), in_ball)
+    return Rarity.from_smallest(smallest)
 
 
 def rarity_score(
@@ -93,6 +98,11 @@ def manifold_coverage(
     smallest = smallest_covering_radius(
         points, manifold, manifold_radii, inclusive=True, chunk_size=chunk_size
     )
+    return covered_fraction(smallest)
+
+
+def covered_fraction(smallest: Tensor) -> float:
+    """Share of points held by some ball, from their smallest covering radii (``inf``: none)."""
     return float(torch.isfinite(smallest).double().mean())
 
 

@@ -12,8 +12,8 @@ from torch import Tensor
 from minority.errors import UserError
 from minority.metrics.density import avg_knn_from_neighbors, lof_from_neighbors, lof_neighbors_count
 from minority.metrics.frechet import fid, kid
-from minority.metrics.knn import DEFAULT_CHUNK, Neighbors, as_features, knn
-from minority.metrics.manifold import knn_radii, manifold_coverage, rarity_from_radii
+from minority.metrics.knn import DEFAULT_CHUNK, Neighbors, as_features, cross_search, knn
+from minority.metrics.manifold import Rarity, covered_fraction, knn_radii
 
 METRICS = ("avgknn", "lof", "rarity", "precision", "recall", "fid", "kid")
 
@@ -64,8 +64,11 @@ def compute_metrics(
 ) -> MetricResult:
     """Compute the named metrics of generated features against real ones.
 
-    One kNN search of the real set against itself and one of the generated set against the
-    real set (with the largest k needed) serve AvgkNN, LOF, Rarity and precision.
+    A kNN search of the real set against itself (with the largest k needed), one of the
+    generated set against itself (recall's radii) and one pass over the generated × real
+    distances — the generated samples' real neighbours and the ball covers of Rarity,
+    precision and recall from the same tiles — serve AvgkNN, LOF, Rarity, precision and recall:
+    about two N × M × D GEMMs in all.
 
     Args:
         generated: (N, D) generated features.
@@ -87,7 +90,20 @@ def compute_metrics(
     real_k = {"avgknn": k_avgknn, "lof": k_lof, "rarity": k_rarity, "precision": k_manifold}
     gen_k = {"avgknn": k_avgknn, "lof": k_lof}
     real_nb = _neighbors(r, None, [real_k[n] for n in names if n in real_k], options)
-    gen_nb = _neighbors(g, r, [gen_k[n] for n in names if n in gen_k], options)
+    ball_ks = sorted({real_k[n] for n in ("rarity", "precision") if n in names})
+    gen_ks = [gen_k[n] for n in names if n in gen_k]
+    gen_nb, real_balls, gen_balls = None, [], None
+    if gen_ks or ball_ks or "recall" in names:
+        gen_radii = knn_radii(g, k_manifold, **options) if "recall" in names else None
+        gen_nb, real_balls, gen_balls = cross_search(
+            g,
+            r,
+            max(gen_ks, default=0),
+            reference_radii=[real_nb.distances[:, k - 1] for k in ball_ks],
+            query_radii=gen_radii,
+            **options,
+        )
+    covers = dict(zip(ball_ks, real_balls, strict=True))
     result = MetricResult()
     if "avgknn" in names:
         scores = avg_knn_from_neighbors(gen_nb.head(k_avgknn))
@@ -101,16 +117,14 @@ def compute_metrics(
         result.per_sample["lof_real"] = _numpy(lof_from_neighbors(real_lof_nb, real_lof_nb))
         result.values["lof"] = float(scores.mean())
     if "rarity" in names:
-        rarity = rarity_from_radii(g, r, real_nb.distances[:, k_rarity - 1], chunk_size)
+        rarity = Rarity.from_smallest(covers[k_rarity].smallest(inclusive=False))
         result.per_sample["rarity"] = _numpy(rarity.scores)
         result.values["rarity"] = rarity.mean
         result.values["rarity_in_ball"] = rarity.in_ball_fraction
     if "precision" in names:
-        radii = real_nb.distances[:, k_manifold - 1]
-        result.values["precision"] = manifold_coverage(g, r, radii, chunk_size)
+        result.values["precision"] = covered_fraction(covers[k_manifold].smallest(inclusive=True))
     if "recall" in names:
-        radii = knn_radii(g, k_manifold, **options)
-        result.values["recall"] = manifold_coverage(r, g, radii, chunk_size)
+        result.values["recall"] = covered_fraction(gen_balls.smallest(inclusive=True))
     if "fid" in names:
         result.values["fid"] = fid(g, r)
     if "kid" in names:
