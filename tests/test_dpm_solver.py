@@ -116,6 +116,26 @@ def test_first_step_is_ddim_and_the_rest_differ() -> None:
     assert (runs["dpmpp2m"][1] - runs["ddim"][1]).abs().max() > 1e-4
 
 
+def test_the_long_step_to_t0_is_the_ddim_step_also_when_guided() -> None:
+    """Uniform grid, constant guidance: step 1 (t_1 → 0, r < ½) is DDIM's η = 0 step from the
+    same x_1 with the same guided, clipped x̂0; step 2 before it is second order."""
+    diffusion = build_diffusion("cosine", 1000, "10")
+    denoiser = Denoiser(GaussianEps(diffusion, STD, MEAN))
+    g = torch.randn(4, 2, generator=torch.Generator().manual_seed(5))
+    guide = Guide(ConstantTerm(g), WeightSchedule(0.5, "var"))
+    solver, noise = DPMSolverPP2M(diffusion), SeededNoise(0, range(4))
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(3))
+    for i in (3, 2):
+        x = step(denoiser, diffusion, x, i, noise, "dpmpp2m", 0.0, guide, solver=solver).x_prev
+    out = step(denoiser, diffusion, x, 1, noise, "dpmpp2m", 0.0, guide, solver=solver)
+    a_s, a_t = diffusion.alphas_cumprod[1], diffusion.alphas_cumprod[0]
+    ddim = math.sqrt(a_t) * out.pred_xstart + math.sqrt(1 - a_t) * (
+        x - math.sqrt(a_s) * out.pred_xstart
+    ) / math.sqrt(1 - a_s)
+    torch.testing.assert_close(out.x_prev, ddim, rtol=1e-5, atol=1e-6)
+    assert solver.step_ratio(2, float(solver.lambda_s[3])) > MIN_STEP_RATIO
+
+
 def _two_steps(diffusion, denoiser, x, guide: Guide | None, i: int = 6) -> Tensor:
     """Step i unguided (first order), then step i − 1 (second order) with ``guide``."""
     trajectory = UNCLIPPED.trajectory(denoiser, diffusion, SeededNoise(0, range(x.shape[0])))

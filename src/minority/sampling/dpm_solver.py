@@ -22,11 +22,11 @@ trajectory: a fresh one per call of :func:`minority.sampling.loop.sample`.
 The step-ratio rule. D extrapolates x̂0 along λ by 1/(2r) times the change it saw over the
 previous step. With r < ½ it reaches further than that change; guided-diffusion's uniform grids
 (``"N"``, ``"ddimN"``) end with such a step, t_1 → 0 (cosine, 20 steps: h = 2.7 after
-h' = 0.62, 1/(2r) = 2.2), because λ(t = 0) lies far beyond its neighbours. On guided trajectories,
-near the edge of a minority mode where x̂0 turns fast, that extrapolation threw samples off the
-data (toy2d, w = 4, 20 steps: 17 % off the manifold, 2.3 % with the step at first order; the
-uniform-grid error on the Gaussian flow falls from 0.15 to 0.005). Trailing grids have no step
-with r < ½, so there the solver equals diffusers' step by step.
+h' = 0.62, 1/(2r) = 2.2), because λ(t = 0) lies far beyond its neighbours. On guided
+trajectories that extrapolation threw samples off the data (toy2d, w = 4, 20 steps: 17 % off
+the manifold, 2.3 % with the step at first order; the uniform-grid error on the Gaussian flow
+falls from 0.15 to 0.005). Trailing grids have no step with r < ½, so there the solver equals
+diffusers' step by step.
 """
 
 from __future__ import annotations
