@@ -123,17 +123,19 @@ def test_the_long_step_to_t0_is_the_ddim_step_also_when_guided() -> None:
     denoiser = Denoiser(GaussianEps(diffusion, STD, MEAN))
     g = torch.randn(4, 2, generator=torch.Generator().manual_seed(5))
     guide = Guide(ConstantTerm(g), WeightSchedule(0.5, "var"))
-    solver, noise = DPMSolverPP2M(diffusion), SeededNoise(0, range(4))
+    solver = DPMSolverPP2M(clip_denoised=True)
+    trajectory = solver.trajectory(denoiser, diffusion, SeededNoise(0, range(4)))
     x = torch.randn(4, 2, generator=torch.Generator().manual_seed(3))
     for i in (3, 2):
-        x = step(denoiser, diffusion, x, i, noise, "dpmpp2m", 0.0, guide, solver=solver).x_prev
-    out = step(denoiser, diffusion, x, 1, noise, "dpmpp2m", 0.0, guide, solver=solver)
+        x = solver.step(trajectory, x, i, guide).x_prev
+    out = solver.step(trajectory, x, 1, guide)
     a_s, a_t = diffusion.alphas_cumprod[1], diffusion.alphas_cumprod[0]
     ddim = math.sqrt(a_t) * out.pred_xstart + math.sqrt(1 - a_t) * (
         x - math.sqrt(a_s) * out.pred_xstart
     ) / math.sqrt(1 - a_s)
     torch.testing.assert_close(out.x_prev, ddim, rtol=1e-5, atol=1e-6)
-    assert solver.step_ratio(2, float(solver.lambda_s[3])) > MIN_STEP_RATIO
+    log_snr = LogSNRGrid.of(diffusion)
+    assert step_ratio(log_snr, 2, float(log_snr.lambda_s[3])) > MIN_STEP_RATIO
 
 
 def _two_steps(diffusion, denoiser, x, guide: Guide | None, i: int = 6) -> Tensor:
