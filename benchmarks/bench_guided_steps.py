@@ -32,6 +32,8 @@ measures the work itself). From the repo root:
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import importlib
 import sys
 import time
@@ -135,6 +137,7 @@ def guides(setup: Setup, every: int = 1) -> dict[str, Guide | None]:
 
 
 Clock = Callable[[], float]
+FLOOR = "floor: fwd+grad, bwd, fwd"
 
 
 def interleaved_minima(
@@ -153,10 +156,20 @@ def interleaved_minima(
     return {name: min(values) for name, values in times.items()}
 
 
+def guided_step_floor(setup: Setup, diffusion: GaussianDiffusion, x: Tensor, i: int) -> None:
+    """The network calls a self-guided step cannot avoid, and nothing else: one forward with
+    graph at x_t, a backward of Σε to x_t only (frozen weights), one no-grad forward at s."""
+    t = torch.full((x.shape[0],), diffusion.timestep_map[i])
+    x_in = x.detach().requires_grad_(True)
+    torch.autograd.grad(setup.denoiser(x_in, t).eps.sum(), x_in)
+    with torch.no_grad():
+        setup.denoiser(x, t)
+
+
 def step_costs(
     setup: Setup, diffusion: GaussianDiffusion, repeats: int, clock: Clock
 ) -> dict[str, float]:
-    """Seconds of one step at the middle of the grid, per variant."""
+    """Seconds of one step at the middle of the grid, per variant, and of the guided floor."""
     i = diffusion.num_timesteps // 2
     x = torch.randn(setup.shape)
 
@@ -165,7 +178,9 @@ def step_costs(
         trajectory = ddpm.trajectory(setup.denoiser, diffusion, SeededNoise(0, range(len(x))))
         return lambda: ddpm.step(trajectory, x, i, guide)
 
-    return interleaved_minima({n: job(g) for n, g in guides(setup).items()}, repeats, clock)
+    jobs = {n: job(g) for n, g in guides(setup).items()}
+    jobs[FLOOR] = lambda: guided_step_floor(setup, diffusion, x, i)
+    return interleaved_minima(jobs, repeats, clock)
 
 
 def run_costs(
@@ -338,6 +353,17 @@ def against_authors(args: argparse.Namespace, clock: Clock, num_steps: int, repe
         print(f"| {name:<28} | {a:>8.2f}s | {p:>8.2f}s | {p / a:>17.2f} |")
 
 
+def keep_freed_memory() -> bool:
+    """Keep glibc's malloc from handing freed memory back to the system (no trimming, no mmap
+    below 32 MiB), so a guided step's graph reuses pages already faulted in; False off glibc."""
+    name = ctypes.util.find_library("c")
+    mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
+    trim_threshold, mmap_threshold = -1, -3  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD of malloc.h
+    if mallopt is None:
+        return False
+    return bool(mallopt(mmap_threshold, 32 << 20) and mallopt(trim_threshold, 2**31 - 1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats, short runs")
@@ -354,9 +380,16 @@ def main() -> None:
         "--only-authors", action="store_true", help="only the table against the authors' code"
     )
     parser.add_argument("--run-steps", type=int, default=10, help="steps of the authors' runs")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="glibc only: freed memory stays in the process (no page faults re-touching it)",
+    )
     args = parser.parse_args()
     if (args.authors_sg is None) != (args.authors_mg is None):
         parser.error("give both --authors-sg and --authors-mg, or neither")
+    if args.keep_freed_memory and not keep_freed_memory():
+        parser.error("--keep-freed-memory needs glibc's mallopt")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     clock = time.process_time if args.cpu_time else time.perf_counter
