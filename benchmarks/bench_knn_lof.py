@@ -254,11 +254,15 @@ def launch(name: str, folder: Path, args: argparse.Namespace) -> dict:
 
 
 def max_relative_difference(a: np.ndarray, b: np.ndarray) -> float:
-    """Largest |a / b − 1| where both are defined (Rarity is NaN outside every ball)."""
+    """Largest |a − b| / |b| where both are defined (Rarity is NaN outside every ball); equal
+    values differ by 0, also where both are 0."""
     both = np.isfinite(a) & np.isfinite(b)
     if not np.array_equal(np.isfinite(a), np.isfinite(b)):
         return float("inf")
-    return float(np.max(np.abs(a[both] / b[both] - 1), initial=0.0))
+    a, b = a[both], b[both]
+    exact = np.where(a == b, 0.0, np.inf)
+    relative = np.divide(np.abs(a - b), np.abs(b), out=exact, where=b != 0)
+    return float(np.max(relative, initial=0.0))
 
 
 def write_features(folder: Path, args: argparse.Namespace) -> None:
