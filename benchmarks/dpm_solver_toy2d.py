@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from hydra import compose, initialize_config_dir
 
-from minority.data import build_dataset
+from minority.lit.build import build_dataset
 from minority.metrics.ground_truth import toy2d_ground_truth
 from minority.tasks.common import plain
 from minority.tasks.sample import sample_task

@@ -14,7 +14,7 @@ from diffusers_helpers import conditional_unet_folder, diffusers, save_folder, t
 
 from minority.diffusion.schedule import get_betas, linear_betas
 from minority.errors import UserError
-from minority.models.build import load_denoiser
+from minority.lit.build import load_denoiser
 from minority.models.diffusers_unet import DIFFUSERS_ARCH, DiffusersUNet, read_diffusers_folder
 
 MODEL = {"arch": DIFFUSERS_ARCH}

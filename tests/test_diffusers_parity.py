@@ -28,7 +28,8 @@ from diffusers_helpers import BETA_SCHEDULES, diffusers, save_folder, tiny_unet
 
 from minority.diffusion.schedule import get_betas, space_timesteps
 from minority.errors import UserError
-from minority.models.build import build_diffusion_for, load_denoiser
+from minority.lit.build import load_denoiser
+from minority.models.build import build_diffusion_for
 from minority.models.diffusers_unet import DIFFUSERS_ARCH, read_diffusers_folder
 from minority.sampling.loop import sample
 from minority.sampling.noise import ReplayNoise

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from minority.errors import UserError
+from minority.lit.build import build_denoiser, load_denoiser
 from minority.lit.sampling import pending_ranges
-from minority.models.build import build_denoiser, load_denoiser, save_checkpoint
+from minority.models.build import save_checkpoint
 from minority.outputs import write_shard
 from minority.provenance import (
     describe_differences,
@@ -73,7 +74,13 @@ def test_a_held_lock_refuses_a_second_run_and_a_stale_one_is_taken_over(tmp_path
 
 
 def test_a_denoiser_trained_on_another_schedule_is_refused_at_load(tmp_path: Path) -> None:
-    model = {"arch": "mlp", "dim": 2, "hidden": 16, "depth": 1}
+    model = {
+        "_target_": "minority.models.small.MLPNet",
+        "arch": "mlp",
+        "dim": 2,
+        "hidden": 16,
+        "depth": 1,
+    }
     trained = {"noise_schedule": "cosine", "diffusion_steps": 1000}
     path = save_checkpoint(
         tmp_path / "d.pt", build_denoiser(model), {"model": model, "diffusion": trained}

@@ -1,7 +1,9 @@
-"""Build denoisers from a ``model`` config node, and save / load the project's checkpoints.
+"""Denoisers around the backbone a ``model`` config node describes; the project's checkpoints.
 
-A ``model`` node has ``arch`` ("mlp", "adm" or "adm_sr", the super-resolution UNet) and the
-architecture's arguments; ``adm`` and ``adm_sr`` take guided-diffusion flags under ``flags``. A
+A ``model`` node names its backbone by ``_target_`` (built by :mod:`minority.lit.build`) with
+the backbone's arguments, and keeps ``arch``, the name checkpoints record: "mlp", "adm" and
+"adm_sr" (the super-resolution UNet; both take guided-diffusion flags under ``flags``), or a
+user's own name. A
 project checkpoint is a ``.pt`` dict holding the EMA state dict with the model and diffusion
 config it was trained with, so sampling can check that what it loads fits. A public
 guided-diffusion ``.pt`` (a bare state dict) loads through ``model.checkpoint`` with the flags
@@ -21,7 +23,6 @@ from torch import nn
 from minority.errors import UserError
 from minority.models.denoiser import Denoiser
 from minority.models.diffusers_unet import (
-    DIFFUSERS_ARCH,
     DiffusersUNet,
     load_unet2d,
     read_diffusers_folder,
@@ -29,51 +30,27 @@ from minority.models.diffusers_unet import (
 from minority.outputs import load_torch_file, torch_save_atomic
 from minority.weights import find_weights
 
-ARCHS = ("mlp", "adm", "adm_sr", DIFFUSERS_ARCH)
-
-
-def build_network(model_cfg: Mapping[str, Any]) -> nn.Module:
-    """The bare backbone of a ``model`` node (random weights)."""
-    arch = model_cfg.get("arch")
-    if arch == "mlp":
-        from minority.models.small import MLPNet
-
-        return MLPNet(
-            dim=int(model_cfg["dim"]),
-            hidden=int(model_cfg.get("hidden", 256)),
-            depth=int(model_cfg.get("depth", 3)),
-            learn_sigma=bool(model_cfg.get("learn_sigma", False)),
-        )
-    if arch in ("adm", "adm_sr"):
-        from minority.models.adm import create_model, create_sr_model
-
-        flags = dict(model_cfg["flags"])
-        return create_model(flags) if arch == "adm" else create_sr_model(flags)
-    if arch == DIFFUSERS_ARCH:
-        raise UserError(
-            "A diffusers_unet2d model is loaded from its diffusers folder (checkpoint=<folder>); "
-            "it cannot be built to train here."
-        )
-    raise UserError(f"Unknown model arch '{arch}'; choose one of {ARCHS}.")
-
 
 def learns_sigma(model_cfg: Mapping[str, Any]) -> bool:
-    """Whether the network outputs [ε, v] (learned variance)."""
-    flags = model_cfg.get("flags") or {}
-    return bool(model_cfg.get("learn_sigma", flags.get("learn_sigma", False)))
+    """Whether the network outputs [ε, v] (learned variance): the node's ``learn_sigma``, else
+    that of its guided-diffusion ``flags``; a backbone that names neither outputs ε alone."""
+    if "learn_sigma" in model_cfg:
+        return bool(model_cfg["learn_sigma"])
+    return bool(model_cfg.get("flags", {}).get("learn_sigma"))
 
 
 def is_class_conditional(model_cfg: Mapping[str, Any]) -> bool:
-    return bool((model_cfg.get("flags") or {}).get("class_cond", False))
+    """Whether the network takes class labels (guided-diffusion's ``flags.class_cond``)."""
+    return bool(model_cfg.get("flags", {}).get("class_cond"))
 
 
-def build_denoiser(model_cfg: Mapping[str, Any]) -> Denoiser:
-    """A :class:`Denoiser` around the backbone of a ``model`` node (random weights)."""
+def denoiser_for(net: nn.Module, model_cfg: Mapping[str, Any]) -> Denoiser:
+    """A :class:`Denoiser` around ``net``, the backbone the ``model`` node describes."""
     return Denoiser(
-        build_network(model_cfg),
+        net,
         learns_sigma(model_cfg),
         is_class_conditional(model_cfg),
-        super_res=model_cfg.get("arch") == "adm_sr",
+        super_res=model_cfg["arch"] == "adm_sr",
     )
 
 
@@ -126,27 +103,34 @@ def check_trained_diffusion(
             )
 
 
-def load_denoiser(
+def same_model(saved: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint's ``model`` node is the configured one. A checkpoint written before
+    backbones were named by ``_target_`` records only ``arch`` and the arguments; its ``arch``
+    then stands for the backbone."""
+    configured = dict(model_cfg)
+    if "_target_" not in saved:
+        configured.pop("_target_", None)
+    return dict(saved) == configured
+
+
+def load_into(
+    denoiser: Denoiser,
     model_cfg: Mapping[str, Any],
     path: str | Path,
     diffusion_cfg: Mapping[str, Any] | None = None,
 ) -> Denoiser:
-    """Build the ``model`` node's denoiser and load ``path`` into it.
+    """Load ``path`` into ``denoiser``, the ``model`` node's (freshly built); eval mode.
 
     ``path`` is a project checkpoint (a dict with ``state_dict``, ``model`` and ``diffusion``)
     or a public guided-diffusion state dict. A project checkpoint trained with another
-    architecture, or (when ``diffusion_cfg`` is given) another noise schedule or number of
+    model node, or (when ``diffusion_cfg`` is given) another noise schedule or number of
     diffusion steps, or a state dict that does not fit, raises :class:`UserError` naming the
-    difference. For
-    ``diffusers_unet2d``, ``path`` is the diffusers folder.
+    difference.
     """
-    if model_cfg.get("arch") == DIFFUSERS_ARCH:
-        return load_diffusers_denoiser(path)
     content = load_checkpoint(path)
-    denoiser = build_denoiser(model_cfg)
     if "state_dict" in content and "model" in content:
         saved = dict(content["model"])
-        if saved != dict(model_cfg):
+        if not same_model(saved, model_cfg):
             raise UserError(
                 f"Checkpoint {path} was trained with model {saved}, which differs from the "
                 f"configured model {dict(model_cfg)}; pick the matching model config."
@@ -154,7 +138,7 @@ def load_denoiser(
         if diffusion_cfg is not None:
             check_trained_diffusion(path, content.get("diffusion") or {}, diffusion_cfg)
         content = content["state_dict"]
-    if model_cfg.get("arch", "").startswith("adm"):
+    if str(model_cfg["arch"]).startswith("adm"):
         from minority.models.adm import load_adm_checkpoint
 
         load_adm_checkpoint(denoiser.net, content, name=path)

@@ -12,9 +12,9 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from torch.utils.data import Dataset
 
-from minority.data import build_dataset
 from minority.data.images import build_image_dataset
 from minority.errors import UserError, require
+from minority.lit.build import build_dataset
 from minority.lit.classifier import MinorityClassifierModule
 from minority.lit.data import RealDataModule, TargetSubset
 from minority.outputs import load_torch_file, torch_save_atomic
@@ -102,7 +102,7 @@ def classifier_data(cfg: DictConfig) -> ClassifierData:
     and ``classifier.augment`` say, per (seed, index, epoch)); embedded data stay in memory."""
     dataset_cfg = plain(cfg.dataset)
     if not dataset_cfg.get("format"):
-        return ClassifierData(cfg, x=build_dataset(dataset_cfg).x)
+        return ClassifierData(cfg, x=build_dataset(dataset_cfg, cfg).x)
     c = cfg.classifier
     train = build_image_dataset(
         dataset_cfg, random_flip=bool(c.random_flip), augment=c.get("augment") or False
