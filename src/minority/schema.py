@@ -136,7 +136,8 @@ class ScheduleSchema:
 
 @dataclass
 class DiffusersModelSchema:
-    arch: str = MISSING  # flags are filled in from the model's folder at the start of a run
+    arch: str = MISSING
+    flags: dict[str, Any] | None = MISSING  # filled in from the model's folder at run start
 
 
 @dataclass
@@ -230,6 +231,45 @@ class ManyLoggersSchema:
     loggers: dict[str, Any] = MISSING  # name -> a logger node
 
 
+@dataclass
+class ScoresSchema:
+    distance: str = MISSING
+    perturb_t: int = MISSING
+    num_draws: int = MISSING
+    clip_denoised: bool = MISSING
+    num_classes: int = MISSING
+    val_fraction: float = MISSING
+    batch_size: int = MISSING
+    lpips_weights: str | None = MISSING
+
+
+@dataclass
+class ClassifierSchema:
+    arch: str = MISSING
+    arch_kwargs: dict[str, Any] = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    max_steps: int = MISSING
+    batch_size: int = MISSING
+    augment: str | None = MISSING
+    random_flip: bool = MISSING
+
+
+@dataclass
+class MetricsSchema:
+    columns: dict[str, Any] = MISSING  # column -> {features, metric, reference}
+    k_avgknn: int = MISSING
+    k_lof: int = MISSING
+    k_rarity: int = MISSING
+    k_manifold: int = MISSING
+    unique_fraction: float = MISSING
+    unique_features: str = MISSING
+    ground_truth: bool = MISSING
+    weights: dict[str, Any] = MISSING  # feature name -> weight file (null: standard places)
+    device: str = MISSING
+    cache_dir: str = MISSING
+
+
 SCHEMAS: dict[tuple[str, str], type] = {
     ("schema", "train"): TrainSchema,
     ("schema", "sample"): SampleSchema,
@@ -254,6 +294,9 @@ SCHEMAS: dict[tuple[str, str], type] = {
     ("schema/logger", "tensorboard"): LoggerSchema,
     ("schema/logger", "wandb"): WandbLoggerSchema,
     ("schema/logger", "many"): ManyLoggersSchema,
+    ("schema", "scores"): ScoresSchema,
+    ("schema", "classifier"): ClassifierSchema,
+    ("schema", "metrics"): MetricsSchema,
 }
 
 

@@ -36,12 +36,12 @@ def learns_sigma(model_cfg: Mapping[str, Any]) -> bool:
     that of its guided-diffusion ``flags``; a backbone that names neither outputs ε alone."""
     if "learn_sigma" in model_cfg:
         return bool(model_cfg["learn_sigma"])
-    return bool(model_cfg.get("flags", {}).get("learn_sigma"))
+    return bool((model_cfg.get("flags") or {}).get("learn_sigma"))
 
 
 def is_class_conditional(model_cfg: Mapping[str, Any]) -> bool:
     """Whether the network takes class labels (guided-diffusion's ``flags.class_cond``)."""
-    return bool(model_cfg.get("flags", {}).get("class_cond"))
+    return bool((model_cfg.get("flags") or {}).get("class_cond"))
 
 
 def denoiser_for(net: nn.Module, model_cfg: Mapping[str, Any]) -> Denoiser:

@@ -85,7 +85,7 @@ class ClassifierData:
                 for idx, shuffle in ((train_idx, True), (val_idx, False))
             )
             return {"train_dataloaders": train, "val_dataloaders": val}
-        workers = int(self.cfg.dataset.get("num_workers", 0))
+        workers = int(self.cfg.dataset.num_workers)  # streamed: an image format
         train, val = self.streamed
         data = RealDataModule(
             batch_size,
@@ -105,7 +105,7 @@ def classifier_data(cfg: DictConfig) -> ClassifierData:
         return ClassifierData(cfg, x=build_dataset(dataset_cfg, cfg).x)
     c = cfg.classifier
     train = build_image_dataset(
-        dataset_cfg, random_flip=bool(c.random_flip), augment=c.get("augment") or False
+        dataset_cfg, random_flip=bool(c.random_flip), augment=c.augment or False
     )
     val = build_image_dataset(dataset_cfg, random_flip=False, augment=False)
     return ClassifierData(cfg, streamed=(train, val))
