@@ -1,12 +1,12 @@
 """The objects the config's ``_target_`` nodes describe: backbone, data source, guidance term,
-weight schedule and initialisation policy.
+weight schedule and initialisation policy (loggers, callbacks: :mod:`minority.tasks.common`).
 
 Each group's node is the ``_target_``'s arguments, except a few descriptive keys the rest of
 the project reads (run names, checkpoints, the report): ``model.arch``, ``guidance.name`` /
-``guidance.scale`` and ``init.name`` are not passed. What the task knows beyond a node (the
-guidance scale, a :class:`~minority.guidance.build.TermContext`) is passed as keyword
-arguments. ``cfg`` is the whole config, for its ``allowed_targets``; None allows ``minority``
-only. The built objects are plain Python classes that need no config (e.g.
+``guidance.scale``, ``init.name`` and ``logger.name`` are not passed. What the task knows
+beyond a node (the guidance scale, a :class:`~minority.guidance.build.TermContext`) is passed
+as keyword arguments. ``cfg`` is the whole config, for its ``allowed_targets``; None allows
+``minority`` only. The built objects are plain Python classes that need no config (e.g.
 ``WeightSchedule(4.0, "var")``).
 """
 
@@ -33,6 +33,7 @@ DESCRIPTIVE_KEYS = {
     "model": ("arch",),
     "guidance": ("name", "scale"),
     "init": ("name",),
+    "logger": ("name",),
 }
 
 

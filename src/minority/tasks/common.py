@@ -107,17 +107,13 @@ def make_logger(
     """The ``logger`` node's logger, or the list of those under ``logger.loggers``
     (``logger=many``: CSV and W&B). Each node's ``_target_`` is called with its keys but
     ``name``, and with a :class:`LoggerContext` as ``context`` when it takes one."""
-    from minority.lit.build import build_with_context
+    from minority.lit.build import arguments, build_with_context
 
     node = plain(cfg.logger)
     nodes = list(node["loggers"].values()) if "loggers" in node else [node]
     context = LoggerContext(cfg, folder, job_type, resume_step)
-    loggers = [build_with_context(_without_name(n), context, cfg) for n in nodes]
+    loggers = [build_with_context(arguments(n, "logger"), context, cfg) for n in nodes]
     return loggers if len(loggers) > 1 else loggers[0]
-
-
-def _without_name(node: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in node.items() if k != "name"}
 
 
 def make_callbacks(cfg: DictConfig) -> list[pl.Callback]:
