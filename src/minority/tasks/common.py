@@ -24,6 +24,8 @@ from torch.utils.data import (
 )
 
 from minority.errors import UserError, require
+from minority.instantiate import instantiate
+from minority.lit.build import arguments, build_with_context
 from minority.models.diffusers_unet import DIFFUSERS_ARCH, read_diffusers_folder
 
 log = logging.getLogger("minority")
@@ -107,8 +109,6 @@ def make_logger(
     """The ``logger`` node's logger, or the list of those under ``logger.loggers``
     (``logger=many``: CSV and W&B). Each node's ``_target_`` is called with its keys but
     ``name``, and with a :class:`LoggerContext` as ``context`` when it takes one."""
-    from minority.lit.build import arguments, build_with_context
-
     node = plain(cfg.logger)
     nodes = list(node["loggers"].values()) if "loggers" in node else [node]
     context = LoggerContext(cfg, folder, job_type, resume_step)
@@ -118,8 +118,6 @@ def make_logger(
 
 def make_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     """The ``callbacks`` node's callbacks (a map of name to node; a node may build None)."""
-    from minority.instantiate import instantiate
-
     built = [instantiate(node, cfg) for node in plain(cfg.callbacks).values()]
     return [callback for callback in built if callback is not None]
 
