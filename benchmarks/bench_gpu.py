@@ -35,15 +35,15 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from minority.diffusion.gaussian import build_diffusion
-from minority.guidance.base import WeightSchedule
+from minority.guidance.base import Guide, WeightSchedule
 from minority.guidance.classifier import MinorityGuidance
 from minority.guidance.self_guidance import SelfGuidance
 from minority.models.adm import create_model
 from minority.models.classifiers import build_classifier
 from minority.models.denoiser import Denoiser
 from minority.models.runtime import prepare_network
-from minority.sampling.loop import Guide, step
-from minority.sampling.noise import SeededNoise
+from minority.sampling.loop import step
+from minority.seeding import SeededNoise
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHS = {"CelebA-64": ("adm_celeba64.yaml", "cosine"), "LSUN-256": ("adm_lsun256.yaml", "linear")}

@@ -46,14 +46,14 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from minority.diffusion.gaussian import GaussianDiffusion, build_diffusion
-from minority.guidance.base import GuidanceContext, WeightSchedule
+from minority.guidance.base import GuidanceContext, Guide, WeightSchedule
 from minority.guidance.classifier import MinorityGuidance
 from minority.guidance.self_guidance import SelfGuidance
 from minority.models.adm import create_model
 from minority.models.classifiers import build_classifier
 from minority.models.denoiser import Denoiser
-from minority.sampling.loop import Guide, sample, step
-from minority.sampling.noise import SeededNoise
+from minority.sampling.loop import sample, step
+from minority.seeding import SeededNoise
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_LEVELS = 100  # L, the official number of minority classes

@@ -12,12 +12,12 @@ import torch
 from torch import Tensor, nn
 
 from minority.diffusion.gaussian import GaussianDiffusion, build_diffusion
-from minority.guidance.base import GuidanceContext, WeightSchedule
+from minority.guidance.base import GuidanceContext, Guide, WeightSchedule
 from minority.guidance.self_guidance import SelfGuidance
 from minority.models.adm import create_model, load_adm_checkpoint
 from minority.models.denoiser import Denoiser
-from minority.sampling.loop import Guide, sample, step
-from minority.sampling.noise import ReplayNoise
+from minority.sampling.loop import sample, step
+from minority.seeding import ReplayNoise
 
 TRAJECTORIES = ["traj_ancestral", "traj_self_guidance", "traj_self_guidance_fixed"]
 GUIDED = TRAJECTORIES[1:]

@@ -12,12 +12,12 @@ from closed_forms import GaussianEps
 from torch import Tensor, nn
 
 from minority.diffusion.gaussian import GaussianDiffusion, build_diffusion
-from minority.guidance.base import WeightSchedule
+from minority.guidance.base import Guide, WeightSchedule
 from minority.guidance.self_guidance import SelfGuidance
 from minority.models.denoiser import Denoiser
 from minority.sampling.init import Initialisation
-from minority.sampling.loop import Guide, sample
-from minority.sampling.noise import SeededNoise
+from minority.sampling.loop import sample
+from minority.seeding import SeededNoise
 
 STD = 0.5
 

@@ -12,8 +12,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from minority.diffusion.gaussian import build_diffusion
 from minority.errors import UserError
+from minority.guidance.classifier import load_minority_classifier
 from minority.lit.build import build_dataset
-from minority.lit.classifier import MinorityClassifierModule, load_minority_classifier
+from minority.lit.classifier import MinorityClassifierModule
 from minority.scores.labels import minority_labels, stratified_split
 
 NUM_CLASSES = 4

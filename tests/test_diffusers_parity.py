@@ -26,13 +26,13 @@ import pytest
 import torch
 from diffusers_helpers import BETA_SCHEDULES, diffusers, save_folder, tiny_unet
 
+from minority.diffusion.build import build_diffusion_for
 from minority.diffusion.schedule import get_betas, space_timesteps
 from minority.errors import UserError
 from minority.lit.build import load_denoiser
-from minority.models.build import build_diffusion_for
 from minority.models.diffusers_unet import DIFFUSERS_ARCH, read_diffusers_folder
 from minority.sampling.loop import sample
-from minority.sampling.noise import ReplayNoise
+from minority.seeding import ReplayNoise
 
 BATCH, STEPS = 2, 10
 TOLERANCE = {"atol": 2e-5, "rtol": 1e-4}

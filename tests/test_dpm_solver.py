@@ -14,13 +14,13 @@ from torch import Tensor, nn
 
 from minority.diffusion.gaussian import GaussianDiffusion, build_diffusion
 from minority.errors import UserError
-from minority.guidance.base import GuidanceContext, WeightSchedule
+from minority.guidance.base import GuidanceContext, Guide, WeightSchedule
 from minority.guidance.self_guidance import SelfGuidance
 from minority.models.denoiser import Denoiser
 from minority.sampling.dpm_solver import DPMSolverPP2M
 from minority.sampling.init import Initialisation
-from minority.sampling.loop import Guide, sample, step
-from minority.sampling.noise import ReplayNoise, SeededNoise
+from minority.sampling.loop import sample, step
+from minority.seeding import ReplayNoise, SeededNoise
 
 MEAN, STD = 0.3, 0.5
 

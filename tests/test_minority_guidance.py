@@ -7,7 +7,7 @@ import torch
 
 from minority.diffusion.gaussian import build_diffusion
 from minority.errors import UserError
-from minority.guidance.base import GuidanceContext, WeightSchedule
+from minority.guidance.base import GuidanceContext, Guide, WeightSchedule
 from minority.guidance.classifier import (
     MinorityGuidance,
     check_classifier_fits,
@@ -16,8 +16,8 @@ from minority.guidance.classifier import (
 from minority.models.adm import EncoderUNetModel, create_model, load_adm_checkpoint
 from minority.models.classifiers import MLPClassifier
 from minority.models.denoiser import Denoiser
-from minority.sampling.loop import Guide, sample, step
-from minority.sampling.noise import ReplayNoise, SeededNoise
+from minority.sampling.loop import sample, step
+from minority.seeding import ReplayNoise, SeededNoise
 
 TRAJECTORIES = ["traj_minority_guidance", "traj_minority_guidance_ddim"]
 

@@ -15,7 +15,6 @@ from minority.errors import UserError
 from minority.lit.scoring import MinorityScoreModule, indexed_dataset
 from minority.models.adm import create_model, load_adm_checkpoint
 from minority.models.denoiser import Denoiser
-from minority.sampling.noise import ReplayNoise
 from minority.scores.labels import minority_labels
 from minority.scores.minority_score import (
     MinorityScorer,
@@ -24,6 +23,7 @@ from minority.scores.minority_score import (
     timestep_from_respaced_index,
     timestep_from_snr,
 )
+from minority.seeding import ReplayNoise
 
 
 @pytest.fixture(scope="module")

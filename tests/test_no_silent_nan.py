@@ -15,7 +15,7 @@ from minority.lit.sampling import SamplingModule, ShardWriter
 from minority.models.denoiser import Denoiser
 from minority.sampling.init import Initialisation
 from minority.sampling.loop import NonFiniteSamples, sample
-from minority.sampling.noise import SeededNoise
+from minority.seeding import SeededNoise
 
 STEPS, BREAKS_BELOW = 10, 500
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minority.lit.classifier import load_minority_classifier
+from minority.guidance.classifier import load_minority_classifier
 from minority.models.adm import create_classifier, create_minority_cascade, lsun_extractor_flags
 
 pytestmark = pytest.mark.slow

@@ -11,11 +11,11 @@ from torch import Tensor, nn
 
 from minority.diffusion.gaussian import build_diffusion
 from minority.errors import UserError
-from minority.guidance.base import WeightSchedule
+from minority.guidance.base import Guide, WeightSchedule
 from minority.models.denoiser import Denoiser
 from minority.sampling.init import Initialisation
-from minority.sampling.loop import Guide, sample, step
-from minority.sampling.noise import ReplayNoise, SeededNoise
+from minority.sampling.loop import sample, step
+from minority.seeding import ReplayNoise, SeededNoise
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,11 @@ from torch import Tensor, nn
 
 from minority.diffusion.gaussian import GaussianDiffusion, build_diffusion
 from minority.errors import MissingWeightsError, UserError
-from minority.guidance.base import GuidanceContext, WeightSchedule
+from minority.guidance.base import GuidanceContext, Guide, WeightSchedule
 from minority.guidance.self_guidance import SelfGuidance
 from minority.models.denoiser import Denoiser
-from minority.sampling.loop import Guide, sample, step
-from minority.sampling.noise import ReplayNoise, SeededNoise
+from minority.sampling.loop import sample, step
+from minority.seeding import ReplayNoise, SeededNoise
 
 DIM, STEPS, I = 3, 10, 5
 

@@ -14,14 +14,14 @@ import torch
 from adm_helpers import FAST, random_state_dict, save_random_checkpoint
 from pipeline_helpers import make_config
 
+from minority.diffusion.build import build_diffusion_for
 from minority.errors import UserError
 from minority.lit.build import load_denoiser
 from minority.models.adm import create_sr_model
-from minority.models.build import build_diffusion_for
 from minority.models.denoiser import Denoiser
 from minority.outputs import to_uint8_nhwc
 from minority.sampling.loop import sample
-from minority.sampling.noise import SeededNoise
+from minority.seeding import SeededNoise
 from minority.tasks.common import plain
 from minority.tasks.sample import sample_task
 

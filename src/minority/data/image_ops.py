@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from minority.errors import UserError
+from minority.seeding import stream_seed
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "gif", "webp"})
 
@@ -108,9 +109,9 @@ def random_crop_arr(
 
 
 def item_generator(seed: int, index: int, epoch: int = 0) -> np.random.Generator:
-    """The generator of item ``index``'s random transforms in ``epoch``: the same draws for the
-    same (seed, index, epoch), whatever the worker, batch or process that loads the item."""
-    return np.random.default_rng((int(seed), int(index), int(epoch)))
+    """The generator of item ``index``'s random transforms in ``epoch``, stream (seed, (index,
+    epoch), ``augment``): the same draws whatever the worker, batch or process loading the item."""
+    return np.random.default_rng(stream_seed(seed, (index, epoch), "augment"))
 
 
 def central_square(image: Image.Image, side: int) -> Image.Image:

@@ -30,7 +30,6 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from minority.data import RealData
 from minority.data.image_ops import (
     center_crop_arr,
     central_square,
@@ -41,6 +40,7 @@ from minority.data.image_ops import (
     subset_indices,
     to_model_range,
 )
+from minority.data.real import RealData
 from minority.errors import UserError
 
 Item = tuple[Tensor, dict[str, Tensor]]

@@ -29,7 +29,7 @@ from torch import Tensor
 from minority.diffusion.gaussian import GaussianDiffusion
 from minority.errors import require
 from minority.models.denoiser import Denoiser
-from minority.sampling.noise import NoiseSource
+from minority.seeding import NoiseSource
 
 SCHEDULE_KINDS = ("var", "fixed")
 
@@ -114,3 +114,11 @@ class WeightSchedule:
             1 - alpha_bar
         ).sqrt() / alpha_bar.sqrt()
         return scaled / c
+
+
+@dataclass
+class Guide:
+    """A guidance term with its weight schedule."""
+
+    term: GuidanceTerm
+    schedule: WeightSchedule

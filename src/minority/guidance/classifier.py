@@ -13,15 +13,16 @@ Target labels l̃ (0 = most common … L−1 = most unique):
 * an ``int``: the same l̃ for every sample;
 * a ``Tensor`` (B,): one l̃ per sample;
 * a pair ``(low, high)`` (any two-element non-tensor sequence): l̃ drawn uniformly from
-  {low, …, high}, both included, for each sample from a generator keyed by (seed, the sample's
-  global index) — a stream apart from the sample's noise — so it does not depend on the batch.
+  {low, …, high}, both included, for each sample from stream (seed, the sample's global index,
+  ``target_class``) — apart from the sample's noise — so it does not depend on the batch.
   The global indices are those of the step's noise source
-  (:class:`~minority.sampling.noise.SeededNoise` ``.indices``).
+  (:class:`~minority.seeding.SeededNoise` ``.indices``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,24 +31,22 @@ from torch import Tensor, nn
 
 from minority.errors import UserError, require
 from minority.guidance.base import GuidanceContext
-from minority.models.classifiers import classifier_spec
-from minority.sampling.noise import sample_seed
+from minority.models.classifiers import build_classifier, classifier_spec
+from minority.seeding import stream_generator
 
 TargetClass = int | Tensor | Sequence[int]
 
-# Keeps the target-label stream of a sample apart from its noise stream under the same seed.
-_TARGET_STREAM = 0x5EED_7A46_E7C1_A55
-
 
 def sample_target_classes(low: int, high: int, indices: Sequence[int], seed: int = 0) -> Tensor:
-    """l̃ uniform on {low, …, high} per sample, keyed by (``seed``, global index): int64 (B,)."""
+    """l̃ uniform on {low, …, high} per sample, from stream (``seed``, global index,
+    ``target_class``) of :func:`~minority.seeding.stream_seed`: int64 (B,)."""
     require(low <= high, f"The target-class range ({low}, {high}) is empty.")
     draws = [
         torch.randint(
             int(low),
             int(high) + 1,
             (1,),
-            generator=torch.Generator().manual_seed(sample_seed(seed, i) ^ _TARGET_STREAM),
+            generator=stream_generator(seed, i, "target_class"),
         )
         for i in indices
     ]
@@ -210,3 +209,63 @@ def check_classifier_fits(
                 f"The minority classifier was trained with {name} = {saved[name]} but the "
                 f"diffusion model uses {expected}; train it on the model's schedule."
             )
+
+
+def released_cascade(
+    head_state: Mapping[str, Tensor], extractor_weights: str | None = None
+) -> nn.Module:
+    """The official LSUN cascade from the released head (``mc_lsun.pt``, a bare state dict)
+    and the ADM 256×256 classifier file (``extractor_weights``; None searches the standard
+    places). L is read from the head's output layer."""
+    from minority.models.adm import create_minority_cascade, lsun_head_flags
+
+    num_classes = int(head_state["out.2.c_proj.bias"].numel())
+    cascade = create_minority_cascade(head_flags=lsun_head_flags(num_classes))
+    cascade.load_head(dict(head_state))
+    cascade.load_extractor(extractor_weights)
+    return cascade.requires_grad_(False).eval()
+
+
+def load_minority_classifier(
+    path: str | Path,
+    num_classes: int | None = None,
+    sample_shape: Sequence[int] | None = None,
+    noise_schedule: str | None = None,
+    diffusion_steps: int | None = None,
+    map_location: str | torch.device = "cpu",
+    extractor_weights: str | None = None,
+) -> nn.Module:
+    """The frozen classifier (eval mode) of a
+    :class:`~minority.lit.classifier.MinorityClassifierModule` checkpoint, or
+    the official LSUN cascade when ``path`` is the released head (``mc_lsun.pt`` layout).
+
+    The given expectations (None skips one) are checked against the saved hyper-parameters
+    before the weights are loaded (:func:`~minority.guidance.classifier.check_classifier_fits`).
+
+    Raises:
+        UserError: the file is missing or is not such a checkpoint, or it does not fit.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Minority-classifier checkpoint {path} does not exist; train it first.")
+    try:
+        content = torch.load(path, map_location=map_location, weights_only=True)
+        if "out.2.c_proj.bias" in content:
+            return released_cascade(content, extractor_weights)
+        hparams = content["hyper_parameters"]
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise UserError(
+            f"{path} is not a minority-classifier checkpoint ({type(error).__name__})."
+        ) from None
+    check_classifier_fits(hparams, num_classes, sample_shape, noise_schedule, diffusion_steps)
+    classifier = build_classifier(
+        hparams["arch"],
+        hparams["num_classes"],
+        hparams["sample_shape"],
+        **dict(hparams["arch_kwargs"] or {}),
+    )
+    state = {key.removeprefix("classifier."): value for key, value in content["state_dict"].items()}
+    classifier.load_state_dict(state)
+    return classifier.requires_grad_(False).eval()

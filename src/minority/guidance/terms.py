@@ -8,7 +8,7 @@ when it takes one; terms that need nothing from the task are named directly (sel
 from __future__ import annotations
 
 from minority.guidance.build import TermContext
-from minority.guidance.classifier import MinorityGuidance
+from minority.guidance.classifier import MinorityGuidance, load_minority_classifier
 from minority.models.classifiers import classifier_spec
 
 
@@ -21,8 +21,6 @@ def minority_guidance(
     """Classifier guidance towards l̃ = ``target_class`` (None: L−1, the most unique class;
     a pair [low, high]: drawn per sample), with the classifier ``classifier_ckpt`` (None: the
     stage chain's, ``context.classifier_ckpt``)."""
-    from minority.lit.classifier import load_minority_classifier
-
     classifier = load_minority_classifier(
         classifier_ckpt or context.classifier_ckpt,
         sample_shape=context.sample_shape,

@@ -17,16 +17,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from minority.data import RealData
+from minority.data.real import RealData
+from minority.diffusion.build import load_diffusers_denoiser, load_into
 from minority.errors import require
-from minority.guidance.base import WeightSchedule
+from minority.guidance.base import Guide, WeightSchedule
 from minority.guidance.build import TermContext
 from minority.instantiate import instantiate
-from minority.models.build import denoiser_for, load_diffusers_denoiser, load_into
+from minority.models.build import denoiser_for
 from minority.models.denoiser import Denoiser
 from minority.models.diffusers_unet import DIFFUSERS_ARCH
 from minority.sampling.init import Initialisation
-from minority.sampling.loop import Guide
 
 # Keys of a group's node that describe it rather than being arguments of its _target_.
 DESCRIPTIVE_KEYS = {
@@ -64,7 +64,7 @@ def load_denoiser(
     cfg: Any = None,
 ) -> Denoiser:
     """The ``model`` node's denoiser with the weights of ``path``, eval mode
-    (:func:`minority.models.build.load_into`); a diffusers model is its folder ``path``."""
+    (:func:`minority.diffusion.build.load_into`); a diffusers model is its folder ``path``."""
     if model_cfg["arch"] == DIFFUSERS_ARCH:
         return load_diffusers_denoiser(path)
     return load_into(build_denoiser(model_cfg, cfg), model_cfg, path, diffusion_cfg)

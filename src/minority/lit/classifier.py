@@ -8,16 +8,16 @@ of the learning rate to 0 over ``max_steps``.
 
 Logged: ``{train,val}/loss``, ``/acc1``, ``/acc5`` (top-min(5, L)), and on validation the same
 per quarter of t — ``val/loss_q0`` for t in [0, T/4), …, ``val/loss_q3`` for [3T/4, T).
-Validation draws its t and ε from generators seeded by (val_seed, batch index), so validation
+Validation draws its t and ε from stream (val_seed, batch index, ``validation``), so validation
 numbers are comparable across epochs. The hyper-parameters (L, sample shape, schedule,
-architecture) are saved with the checkpoint; :func:`load_minority_classifier` checks them
-against the sampling run.
+architecture) are saved with the checkpoint;
+:func:`~minority.guidance.classifier.load_minority_classifier` checks them against the sampling
+run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -27,10 +27,8 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from minority.diffusion.gaussian import build_diffusion
-from minority.errors import UserError
-from minority.guidance.classifier import check_classifier_fits
 from minority.models.classifiers import build_classifier
-from minority.sampling.noise import sample_seed
+from minority.seeding import stream_generator
 
 METRICS = ("loss", "acc1", "acc5")
 QUARTERS = 4
@@ -133,9 +131,7 @@ class MinorityClassifierModule(pl.LightningModule):
 
     def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
         x0, labels = batch[0], batch[1]
-        generator = torch.Generator(device=x0.device).manual_seed(
-            sample_seed(self.hparams.val_seed, batch_idx)
-        )
+        generator = stream_generator(self.hparams.val_seed, batch_idx, "validation", x0.device)
         t = torch.randint(
             0,
             self.diffusion.num_timesteps,
@@ -157,56 +153,3 @@ class MinorityClassifierModule(pl.LightningModule):
             optimizer, lambda step: max(0.0, 1.0 - step / max_steps)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-
-def released_cascade(
-    head_state: Mapping[str, Tensor], extractor_weights: str | None = None
-) -> nn.Module:
-    """The official LSUN cascade from the released head (``mc_lsun.pt``, a bare state dict)
-    and the ADM 256×256 classifier file (``extractor_weights``; None searches the standard
-    places). L is read from the head's output layer."""
-    from minority.models.adm import create_minority_cascade, lsun_head_flags
-
-    num_classes = int(head_state["out.2.c_proj.bias"].numel())
-    cascade = create_minority_cascade(head_flags=lsun_head_flags(num_classes))
-    cascade.load_head(dict(head_state))
-    cascade.load_extractor(extractor_weights)
-    return cascade.requires_grad_(False).eval()
-
-
-def load_minority_classifier(
-    path: str | Path,
-    num_classes: int | None = None,
-    sample_shape: Sequence[int] | None = None,
-    noise_schedule: str | None = None,
-    diffusion_steps: int | None = None,
-    map_location: str | torch.device = "cpu",
-    extractor_weights: str | None = None,
-) -> nn.Module:
-    """The frozen classifier (eval mode) of a :class:`MinorityClassifierModule` checkpoint, or
-    the official LSUN cascade when ``path`` is the released head (``mc_lsun.pt`` layout).
-
-    The given expectations (None skips one) are checked against the saved hyper-parameters
-    before the weights are loaded (:func:`~minority.guidance.classifier.check_classifier_fits`).
-
-    Raises:
-        UserError: the file is missing or is not such a checkpoint, or it does not fit.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"Minority-classifier checkpoint {path} does not exist; train it first.")
-    try:
-        content = torch.load(path, map_location=map_location, weights_only=True)
-        if "out.2.c_proj.bias" in content:
-            return released_cascade(content, extractor_weights)
-        hparams = content["hyper_parameters"]
-    except UserError:
-        raise
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise UserError(
-            f"{path} is not a minority-classifier checkpoint ({type(error).__name__})."
-        ) from None
-    check_classifier_fits(hparams, num_classes, sample_shape, noise_schedule, diffusion_steps)
-    module = MinorityClassifierModule(**hparams)
-    module.load_state_dict(content["state_dict"])
-    return module.classifier.requires_grad_(False).eval()

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from minority.lit.build import build_dataset
-from minority.sampling.noise import sample_seed
+from minority.seeding import stream_generator
 
 
 class IndexedTensors(Dataset):
@@ -85,10 +85,10 @@ def item_dataset(dataset_cfg: Mapping[str, Any], cfg: Any = None) -> Dataset:
 class EpochShuffle(Sampler[int]):
     """This rank's share of a seeded permutation of the item indices, new in every epoch.
 
-    The permutation of epoch e is drawn from (seed, e); rank r of W takes its positions
-    r, r + W, … (⌊N / W⌋ items, so every rank takes as many steps). :meth:`set_epoch`, which
-    Lightning calls before each epoch, also passes the epoch on to the dataset, which draws its
-    per-item transforms from it.
+    The permutation of epoch e is drawn from stream (seed, e, ``shuffle``); rank r of W takes
+    its positions r, r + W, … (⌊N / W⌋ items, so every rank takes as many steps).
+    :meth:`set_epoch`, which Lightning calls before each epoch, also passes the epoch on to the
+    dataset, which draws its per-item transforms from it.
     """
 
     def __init__(self, dataset: Dataset, seed: int, rank: int = 0, world_size: int = 1) -> None:
@@ -104,7 +104,7 @@ class EpochShuffle(Sampler[int]):
         return len(self.dataset) // self.world_size
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch))
+        generator = stream_generator(self.seed, self.epoch, "shuffle")
         order = torch.randperm(len(self.dataset), generator=generator)
         return iter(order[self.rank :: self.world_size][: len(self)].tolist())
 

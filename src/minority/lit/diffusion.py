@@ -10,9 +10,9 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
+from minority.diffusion.build import build_diffusion_for
 from minority.diffusion.losses import training_losses
 from minority.lit.build import build_denoiser
-from minority.models.build import build_diffusion_for
 
 
 class DiffusionModule(pl.LightningModule):

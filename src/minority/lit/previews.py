@@ -10,10 +10,10 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
 
-from minority.models.build import build_diffusion_for
+from minority.diffusion.build import build_diffusion_for
 from minority.outputs import save_picture, to_storage
 from minority.sampling.loop import sample
-from minority.sampling.noise import SeededNoise
+from minority.seeding import SeededNoise
 
 
 class SamplePreview(pl.Callback):

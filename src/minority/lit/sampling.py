@@ -20,11 +20,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from minority.diffusion.gaussian import GaussianDiffusion
+from minority.guidance.base import Guide
 from minority.models.denoiser import Denoiser
 from minority.outputs import completed_ranges, from_uint8_nhwc, to_storage, write_shard
 from minority.sampling.init import Initialisation
-from minority.sampling.loop import Guide, NonFiniteSamples, check_finite, check_sampler, sample
-from minority.sampling.noise import SeededNoise
+from minority.sampling.loop import NonFiniteSamples, check_finite, check_sampler, sample
+from minority.seeding import SeededNoise, stream_generator
 
 
 def batch_ranges(num_samples: int, batch_size: int) -> list[tuple[int, int]]:
@@ -47,8 +48,9 @@ class SamplingModule(pl.LightningModule):
         sampler, eta, clip_denoised: the step rule (see :func:`minority.sampling.loop.sample`).
         guide: guidance term and schedule, or None.
         init: initialisation policy (Boost-and-Skip).
-        num_classes: for class-conditional models, labels are drawn per sample from its own
-            seed (uniform over the classes, as the official scripts do); 0 = unconditional.
+        num_classes: for class-conditional models, labels are drawn per sample from stream
+            (seed, index, ``class_label``) (uniform over the classes, as the official scripts
+            do); 0 = unconditional.
         labels: int64 (N,) labels by global index, used instead of drawn ones (upsampling keeps
             the labels of the low-resolution samples).
         low_res: uint8 (N, h, w, C) images by global index for a super-resolution denoiser;
@@ -89,16 +91,14 @@ class SamplingModule(pl.LightningModule):
         return DataLoader(self.ranges[rank::world], batch_size=1, collate_fn=only_item)
 
     def class_labels(self, indices: Sequence[int]) -> Tensor | None:
-        """Per-sample random labels drawn from the sample's own seed (None if unconditional),
-        or the given ``labels`` of these indices."""
+        """Per-sample random labels drawn from stream (seed, index, ``class_label``) (None if
+        unconditional), or the given ``labels`` of these indices."""
         if self.labels is not None:
             return self.labels[list(indices)].to(self.device)
         if not self.num_classes:
             return None
-        labels = [
-            int(torch.randint(self.num_classes, (1,), generator=g))
-            for g in SeededNoise(self.seed + 1, indices).generators
-        ]
+        generators = [stream_generator(self.seed, i, "class_label") for i in indices]
+        labels = [int(torch.randint(self.num_classes, (1,), generator=g)) for g in generators]
         return torch.tensor(labels, device=self.device)
 
     def batch_denoiser(self, start: int, end: int) -> Denoiser:

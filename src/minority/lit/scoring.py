@@ -27,9 +27,9 @@ from minority.lit.data import IndexedTensors
 from minority.lit.sampling import ShardWriter
 from minority.models.denoiser import Denoiser
 from minority.outputs import write_shard
-from minority.sampling.noise import SeededNoise
 from minority.scores.distances import Distance
 from minority.scores.minority_score import MinorityScorer
+from minority.seeding import SeededNoise
 
 
 def indexed_dataset(x: Tensor) -> IndexedTensors:

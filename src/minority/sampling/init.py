@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from minority.errors import require
-from minority.sampling.noise import NoiseSource
+from minority.seeding import NoiseSource
 
 
 @dataclass

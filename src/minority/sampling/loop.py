@@ -26,11 +26,11 @@ from tqdm.auto import tqdm
 
 from minority.diffusion.gaussian import GaussianDiffusion
 from minority.errors import UserError, require
-from minority.guidance.base import GuidanceContext, GuidanceTerm, WeightSchedule
+from minority.guidance.base import GuidanceContext, Guide
 from minority.models.denoiser import Denoiser
 from minority.sampling.dpm_solver import DPMSolverPP2M
 from minority.sampling.init import Initialisation
-from minority.sampling.noise import NoiseSource
+from minority.seeding import NoiseSource
 
 SAMPLERS = ("ddpm", "ddim", "dpmpp2m")
 
@@ -64,14 +64,6 @@ class StepOutput:
 
     x_prev: Tensor
     pred_xstart: Tensor
-
-
-@dataclass
-class Guide:
-    """A guidance term with its weight schedule."""
-
-    term: GuidanceTerm
-    schedule: WeightSchedule
 
 
 def _predict(
@@ -182,7 +174,7 @@ def sample(
         denoiser: ε-prediction model (:class:`Denoiser`).
         diffusion: the respaced diffusion; its T' steps are walked from T'−1 down to 0.
         shape: (B, …) of the samples.
-        noise: source of every draw (:mod:`minority.sampling.noise`).
+        noise: source of every draw (:mod:`minority.seeding`).
         sampler: "ddpm" (ancestral), "ddim" or "dpmpp2m" (DPM-Solver++(2M), draws no noise).
         eta: DDIM's η (0 = deterministic); must be 0 for "dpmpp2m".
         guide: guidance term and weight schedule, or None.

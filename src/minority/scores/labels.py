@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from minority.errors import UserError, require
+from minority.seeding import stream_seed
 
 
 def quantile_levels(num_classes: int) -> list[float]:
@@ -66,7 +67,8 @@ def stratified_split(
     Args:
         labels: int64 (N,).
         val_fraction: share of the items held out for validation, in (0, 1).
-        seed: the shuffle's seed.
+        seed: the shuffle's seed (stream (seed, 0, ``split``) of
+            :func:`~minority.seeding.stream_seed`).
 
     Returns:
         (train_indices, val_indices), int64, sorted, disjoint, covering 0..N−1.
@@ -81,7 +83,10 @@ def stratified_split(
     y = labels.detach().reshape(-1).cpu().numpy()
     try:
         train, val = train_test_split(
-            range(len(y)), test_size=val_fraction, random_state=seed, stratify=y
+            range(len(y)),
+            test_size=val_fraction,
+            random_state=stream_seed(seed, 0, "split") % 2**32,  # scikit-learn's seeds: 32 bits
+            stratify=y,
         )
     except ValueError as error:
         raise UserError(f"Cannot make a stratified validation split: {error}") from None

@@ -11,7 +11,7 @@ The official setting is d = LPIPS-VGG, K = 5 and "index 60 of a 100-step respaci
 original t = 605 (:func:`timestep_from_respaced_index`); since the same index means very different
 noise levels on linear and cosine schedules, :func:`timestep_from_snr` picks t by signal-to-noise
 ratio instead. Each draw ε_k is one (B, …) tensor taken from a noise source with role
-``ms_perturb``; with :class:`~minority.sampling.noise.SeededNoise` keyed by dataset index a
+``ms_perturb``; with :class:`~minority.seeding.SeededNoise` keyed by dataset index a
 sample's score does not depend on the batch it was computed in.
 """
 
@@ -28,8 +28,8 @@ from minority.diffusion.gaussian import GaussianDiffusion
 from minority.diffusion.schedule import get_betas, space_timesteps
 from minority.errors import UserError, require
 from minority.models.denoiser import Denoiser
-from minority.sampling.noise import NoiseSource, SeededNoise
 from minority.scores.distances import Distance, build_distance
+from minority.seeding import NoiseSource, SeededNoise
 
 PERTURB_ROLE = "ms_perturb"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from minority.errors import UserError, require
 from minority.instantiate import instantiate
 from minority.lit.build import arguments, build_with_context
 from minority.models.diffusers_unet import DIFFUSERS_ARCH, read_diffusers_folder
+from minority.tasks.tracking import LoggerContext, wandb_run
 
 log = logging.getLogger("minority")
 
@@ -72,18 +72,6 @@ def adopt_diffusers_folder(cfg: DictConfig, folder: str | Path) -> None:
         plain(cfg.diffusion),
         model.clip_denoised,
     )
-
-
-@dataclass(frozen=True)
-class LoggerContext:
-    """What a logger's builder may need beyond its node: the whole config, the run folder, the
-    task (``diffusion``, ``scores``, ``classifier``, ``sample``) and the step a resumed run
-    continues from (None: a fresh run)."""
-
-    cfg: DictConfig
-    folder: Path
-    job_type: str
-    resume_step: int | None
 
 
 def csv_logger(context: LoggerContext) -> Any:
@@ -183,7 +171,5 @@ def tensor_loader(*tensors: Tensor, batch_size: int, shuffle: bool) -> DataLoade
 
 def close_logger(trainer: pl.Trainer | None) -> None:
     """Finish the W&B run, so the next job of a multirun starts its own."""
-    from minority.tasks.tracking import wandb_run
-
     if trainer is not None and trainer.global_rank == 0 and (run := wandb_run(trainer.loggers)):
         run.finish()

@@ -11,11 +11,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from minority.data.images import read_npz
+from minority.diffusion.build import build_diffusion_for
 from minority.errors import require
 from minority.guidance.build import TermContext
 from minority.lit.build import build_dataset, build_guide, build_init, load_denoiser
 from minority.lit.sampling import SamplingModule, ShardWriter, pending_ranges
-from minority.models.build import build_diffusion_for, is_class_conditional
+from minority.models.build import is_class_conditional
 from minority.models.runtime import prepare_network
 from minority.outputs import merge_shards, save_picture
 from minority.tasks.common import (

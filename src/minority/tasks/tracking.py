@@ -7,14 +7,29 @@ run's transaction log and reaches the server with ``wandb sync``.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from minority.tasks.common import LoggerContext, log, plain
+log = logging.getLogger("minority")
+
+
+@dataclass(frozen=True)
+class LoggerContext:
+    """What a logger's builder may need beyond its node: the whole config, the run folder, the
+    task (``diffusion``, ``scores``, ``classifier``, ``sample``) and the step a resumed run
+    continues from (None: a fresh run)."""
+
+    cfg: DictConfig
+    folder: Path
+    job_type: str
+    resume_step: int | None
+
 
 # Stage files, by artifact kind: (W&B artifact type, the config path of the file).
 STAGE_FILES = {
@@ -110,7 +125,7 @@ def wandb_logger(
         dir=folder,
         id=id,
         resume=resume,
-        config=plain(context.cfg),
+        config=OmegaConf.to_container(context.cfg, resolve=True),
         settings=wandb.Settings(silent=True),
         **identity,
     )
@@ -153,8 +168,6 @@ def stage_artifact(cfg: DictConfig, kind: str, path: str | Path | None = None) -
     run that logs it and the sampling run that uses it name the same artifact; any other file
     (a downloaded checkpoint) is ``<kind>-<file stem>``.
     """
-    from omegaconf import OmegaConf
-
     from minority.models.build import checkpoint_file
 
     artifact_type, key = STAGE_FILES[kind]
