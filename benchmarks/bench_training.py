@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from minority.data import build_dataset
 from minority.diffusion.losses import training_losses
+from minority.lit.build import build_dataset
 from minority.lit.diffusion import DiffusionModule
 from minority.tasks.common import plain
 from minority.tasks.train_diffusion import train_diffusion

@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from minority.models.build import build_network
+from minority.lit.build import build_network
 from minority.tasks.common import plain
 
 # Every preset: width 32, one residual block per level; a few steps on two samples.

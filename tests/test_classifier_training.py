@@ -10,16 +10,17 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from minority.data import build_dataset
 from minority.diffusion.gaussian import build_diffusion
 from minority.errors import UserError
 from minority.guidance.classifier import load_minority_classifier
+from minority.lit.build import build_dataset
 from minority.lit.classifier import MinorityClassifierModule
 from minority.scores.labels import minority_labels, stratified_split
 
 NUM_CLASSES = 4
 STEPS = 300
 TOY2D = {
+    "_target_": "minority.data.toy2d_dataset",
     "name": "toy2d",
     "num_samples": 4000,
     "seed": 0,

@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 from pipeline_helpers import REPO, make_config
 
-from minority.models.build import build_denoiser, save_checkpoint
+from minority.lit.build import build_denoiser
+from minority.models.build import save_checkpoint
 from minority.tasks.common import plain
 
 pytestmark = pytest.mark.slow
@@ -46,6 +47,9 @@ CASES = {
     "eta_on_ddpm": ("sample.py", "sampler.eta=0.5"),
     "scale_inf": ("sample.py", "guidance=self", "guidance.scale=inf"),
     "gamma_inf": ("sample.py", "init=boost_skip", "init.gamma=inf"),
+    "every_abc": ("sample.py", "schedule.every=abc"),
+    "skip_abc": ("sample.py", "init.skip=abc"),
+    "hidden_abc": ("train.py", "model.hidden=abc"),
     "corrupt_shard": ("sample.py", "num_samples=4", "batch_size=4", "hydra.run.dir={tmp}/run"),
     "unknown_sampler": ("sample.py", "sampler=euler"),
     "train_batch_size_0": ("train.py", "train.batch_size=0"),
@@ -85,6 +89,9 @@ MESSAGES = {
     "eta_on_ddpm": "Could not override 'sampler.eta'",
     "scale_inf": "guidance scale (guidance.scale) must be non-negative and finite (got inf)",
     "gamma_inf": "init.gamma) must be positive and finite (got inf)",
+    "every_abc": "'abc' of type 'str' could not be converted to Integer (full_key: schedule.every)",
+    "skip_abc": "'abc' of type 'str' could not be converted to Integer (full_key: init.skip)",
+    "hidden_abc": "'abc' of type 'str' could not be converted to Integer (full_key: model.hidden)",
     "corrupt_shard": "shard_000000000_000000004.npz is corrupt; delete it and rerun",
     "unknown_sampler": "Could not find 'sampler/euler'; available options in 'sampler': ddim",
     "train_batch_size_0": "train.batch_size must be positive (got 0)",

@@ -12,9 +12,9 @@ import pytest
 import torch
 from diffusers_helpers import conditional_unet_folder, diffusers, save_folder, tiny_unet
 
-from minority.diffusion.build import load_denoiser
 from minority.diffusion.schedule import get_betas, linear_betas
 from minority.errors import UserError
+from minority.lit.build import load_denoiser
 from minority.models.diffusers_unet import DIFFUSERS_ARCH, DiffusersUNet, read_diffusers_folder
 
 MODEL = {"arch": DIFFUSERS_ARCH}

@@ -26,9 +26,10 @@ import pytest
 import torch
 from diffusers_helpers import BETA_SCHEDULES, diffusers, save_folder, tiny_unet
 
-from minority.diffusion.build import build_diffusion_for, load_denoiser
+from minority.diffusion.build import build_diffusion_for
 from minority.diffusion.schedule import get_betas, space_timesteps
 from minority.errors import UserError
+from minority.lit.build import load_denoiser
 from minority.models.diffusers_unet import DIFFUSERS_ARCH, read_diffusers_folder
 from minority.sampling.ddim import DDIM
 from minority.sampling.ddpm import DDPM

@@ -10,8 +10,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
+from pipeline_helpers import make_config
 
-from minority.data import build_dataset
 from minority.data import images as image_data
 from minority.data.image_ops import item_generator
 from minority.data.images import (
@@ -20,8 +20,8 @@ from minority.data.images import (
     load_image_dataset,
 )
 from minority.errors import UserError
+from minority.lit.build import build_dataset
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "dataset"
 STEP = 1 / 127.5
 
 
@@ -313,12 +313,12 @@ def fake_root(name: str, tmp_path: Path) -> Path:
     ],
 )
 def test_each_config_needs_a_root_and_loads_through_build_dataset(tmp_path, name, size):
-    cfg = OmegaConf.load(CONF_DIR / f"{name}.yaml")
+    cfg = make_config("sample", tmp_path, f"dataset={name}").dataset
     assert cfg.name == name and OmegaConf.is_missing(cfg, "root")
     with pytest.raises(UserError, match="dataset.root is not set"):
-        build_dataset(cfg)
+        build_dataset(OmegaConf.to_container(cfg))
     cfg.root = str(fake_root(name, tmp_path))
-    data = build_dataset(cfg)
+    data = build_dataset(OmegaConf.to_container(cfg))
     assert data.x.shape[1:] == (3, size, size)
     assert data.x.min() >= -1 and data.x.max() <= 1
     assert (data.labels is not None) == bool(cfg.class_cond)

@@ -4,7 +4,8 @@ Every ``import`` / ``from … import`` of every module under ``src/minority`` is
 ``ast``, those inside functions included. A module's unit is its first name below ``minority``
 (``minority.sampling.loop`` → ``sampling``, ``minority.errors`` → ``errors``). Top to bottom:
 
-* entry glue — ``cli``, then ``schema`` (config checks), ``report`` and ``demo`` (own scripts);
+* entry glue — ``cli`` and ``demo`` (its own script, which composes configs), then ``schema``
+  (config checks) and ``report`` (its own script);
 * ``tasks`` → ``lit`` → ``instantiate`` (config-built objects, Hydra);
 * the Lightning- and Hydra-free layers: ``sampling`` → ``guidance`` → ``scores`` → ``diffusion``
   → ``models`` / ``metrics`` (siblings: neither imports the other) → ``data``;
@@ -24,8 +25,8 @@ PACKAGE = "minority"
 SOURCE = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("cli",),
-    ("schema", "report", "demo"),
+    ("cli", "demo"),
+    ("schema", "report"),
     ("tasks",),
     ("lit",),
     ("instantiate",),

@@ -12,7 +12,7 @@ from pipeline_helpers import make_config
 
 from minority.diffusion.gaussian import build_diffusion
 from minority.diffusion.losses import gaussian_nll, normal_kl, training_losses
-from minority.models.build import build_denoiser
+from minority.lit.build import build_denoiser
 from minority.tasks.sample import sample_task
 from minority.tasks.train import run_training_task
 

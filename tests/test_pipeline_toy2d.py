@@ -11,7 +11,7 @@ import pytest
 import torch
 from pipeline_helpers import REPO, make_config
 
-from minority.data import build_dataset
+from minority.lit.build import build_dataset
 from minority.metrics.ground_truth import toy2d_ground_truth
 from minority.tasks.common import plain
 from minority.tasks.evaluate import evaluate_task

@@ -33,6 +33,7 @@ FLAGS = dict(
     resblock_updown=True,
     learn_sigma=True,
 )
+ADM = {"_target_": "minority.models.adm.create_model", "arch": "adm", "flags": FLAGS}
 CLASSIFIER_FLAGS = dict(
     image_size=32,
     classifier_width=32,
@@ -83,7 +84,7 @@ def _assert_half_close(out: torch.Tensor, ref: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("mode", ["autocast", "convert"])
 def test_bfloat16_unet_agrees_with_float32(mode: str, inputs) -> None:
-    state = random_state_dict({"arch": "adm", "flags": FLAGS})
+    state = random_state_dict(ADM)
     x, t = inputs
     with torch.no_grad():
         ref = _unet(state)(x, t)
@@ -114,14 +115,14 @@ def test_convert_keeps_normalisation_embeddings_and_head_in_float32() -> None:
 
 
 def test_convert_of_a_float32_model_changes_nothing(inputs) -> None:
-    state = random_state_dict({"arch": "adm", "flags": FLAGS})
+    state = random_state_dict(ADM)
     x, t = inputs
     with torch.no_grad():
         assert torch.equal(prepare_network(_unet(state), "convert")(x, t), _unet(state)(x, t))
 
 
 def test_channels_last_matches_contiguous(inputs) -> None:
-    state = random_state_dict({"arch": "adm", "flags": FLAGS})
+    state = random_state_dict(ADM)
     x, t = inputs
     with torch.no_grad():
         ref = _unet(state)(x, t)
@@ -130,7 +131,7 @@ def test_channels_last_matches_contiguous(inputs) -> None:
 
 
 def test_checkpointing_keeps_the_input_gradient(inputs) -> None:
-    state = random_state_dict({"arch": "adm", "flags": FLAGS})
+    state = random_state_dict(ADM)
     x, t = inputs
 
     def gradient(net: nn.Module) -> torch.Tensor:

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from minority.diffusion.build import load_denoiser
 from minority.errors import UserError
+from minority.lit.build import build_denoiser, load_denoiser
 from minority.lit.sampling import pending_ranges
-from minority.models.build import build_denoiser, save_checkpoint
+from minority.models.build import save_checkpoint
 from minority.outputs import write_shard
 from minority.provenance import (
     describe_differences,
@@ -74,7 +75,13 @@ def test_a_held_lock_refuses_a_second_run_and_a_stale_one_is_taken_over(tmp_path
 
 
 def test_a_denoiser_trained_on_another_schedule_is_refused_at_load(tmp_path: Path) -> None:
-    model = {"arch": "mlp", "dim": 2, "hidden": 16, "depth": 1}
+    model = {
+        "_target_": "minority.models.small.MLPNet",
+        "arch": "mlp",
+        "dim": 2,
+        "hidden": 16,
+        "depth": 1,
+    }
     trained = {"noise_schedule": "cosine", "diffusion_steps": 1000}
     path = save_checkpoint(
         tmp_path / "d.pt", build_denoiser(model), {"model": model, "diffusion": trained}
@@ -110,3 +117,19 @@ def test_pending_batches_fill_the_gaps_left_by_shards_of_another_batch_size(
         write_shard(tmp_path, start, end, np.zeros((end - start, 2)), np.zeros(end - start))
     assert pending_ranges(tmp_path, 45, 6) == [(10, 16), (16, 20), (30, 36), (36, 42), (42, 45)]
     assert pending_ranges(tmp_path / "absent", 14, 6) == [(0, 6), (6, 12), (12, 14)]
+
+
+def test_a_checkpoint_from_before_targets_loads_and_another_backbone_is_refused(
+    tmp_path: Path,
+) -> None:
+    legacy = {"arch": "mlp", "dim": 2, "hidden": 16, "depth": 1}  # what checkpoints recorded
+    model = {"_target_": "minority.models.small.MLPNet", **legacy}
+    denoiser = build_denoiser(model)
+    path = save_checkpoint(tmp_path / "old.pt", denoiser, {"model": legacy})
+    loaded = load_denoiser(model, path)
+    for name, tensor in denoiser.net.state_dict().items():
+        assert torch.equal(loaded.net.state_dict()[name], tensor)
+    other = {**model, "_target_": "my_lab.MLPNet"}  # the same arguments, another backbone
+    path = save_checkpoint(tmp_path / "other.pt", denoiser, {"model": other})
+    with pytest.raises(UserError, match="was trained with model"):
+        load_denoiser(model, path)

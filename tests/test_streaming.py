@@ -21,9 +21,10 @@ from untrained import untrained_work_folder
 from minority.data.image_ops import item_generator, random_crop_arr, resize_short_side
 from minority.data.images import build_image_dataset, load_image_dataset
 from minority.errors import UserError
+from minority.lit.build import build_denoiser
 from minority.lit.data import EpochShuffle, RealDataModule
 from minority.lit.scoring import MinorityScoreModule, indexed_dataset
-from minority.models.build import build_denoiser, save_checkpoint
+from minority.models.build import save_checkpoint
 from minority.tasks.scores import compute_scores
 
 SIZE = 16
@@ -58,7 +59,14 @@ def trainer() -> pl.Trainer:  # noqa: F821
 
 
 def mlp_model(size: int = SIZE) -> dict:
-    return {"arch": "mlp", "dim": 3 * size * size, "hidden": 64, "depth": 2, "learn_sigma": False}
+    return {
+        "_target_": "minority.models.small.MLPNet",
+        "arch": "mlp",
+        "dim": 3 * size * size,
+        "hidden": 64,
+        "depth": 2,
+        "learn_sigma": False,
+    }
 
 
 def predicted_scores(module, data) -> torch.Tensor:

@@ -14,7 +14,7 @@ from pipeline_helpers import REPO
 from test_streaming import SIZE, folder_cfg, predicted_scores, write_folder
 
 from minority.data.images import load_image_dataset
-from minority.diffusion.build import load_denoiser
+from minority.lit.build import load_denoiser
 from minority.lit.data import RealDataModule
 from minority.lit.scoring import MinorityScoreModule, indexed_dataset
 
@@ -45,7 +45,14 @@ def test_twenty_thousand_images_stream_in_bounded_memory(tmp_path):
         assert extra < decoded / 4, f"{task}: {extra / 2**20:.1f} MiB more for 20 000 images"
     streamed = np.load(next((tmp_path / "l").rglob("scores.npz")))["arr_0"]
     ckpt = next((tmp_path / "l").rglob("denoiser.pt"))
-    model = {"arch": "mlp", "dim": 768, "hidden": 64, "depth": 2, "learn_sigma": False}
+    model = {
+        "_target_": "minority.models.small.MLPNet",
+        "arch": "mlp",
+        "dim": 768,
+        "hidden": 64,
+        "depth": 2,
+        "learn_sigma": False,
+    }
     module = MinorityScoreModule(load_denoiser(model, ckpt), "cosine", 1000, 600, 1, "mse")
     memory = indexed_dataset(load_image_dataset(folder_cfg(large)).x)
     ranges = [(s, min(s + 500, LARGE)) for s in range(0, LARGE, 500)]

@@ -27,7 +27,8 @@ from omegaconf import OmegaConf
 from pipeline_helpers import REPO, make_config
 from untrained import untrained_work_folder
 
-from minority.models.build import build_denoiser, save_checkpoint
+from minority.lit.build import build_denoiser
+from minority.models.build import save_checkpoint
 from minority.outputs import completed_ranges, shard_path
 from minority.provenance import read_json
 from minority.tasks.common import plain

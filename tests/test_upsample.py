@@ -14,8 +14,9 @@ import torch
 from adm_helpers import FAST, random_state_dict, save_random_checkpoint
 from pipeline_helpers import make_config
 
-from minority.diffusion.build import build_diffusion_for, load_denoiser
+from minority.diffusion.build import build_diffusion_for
 from minority.errors import UserError
+from minority.lit.build import load_denoiser
 from minority.models.adm import create_sr_model
 from minority.models.denoiser import Denoiser
 from minority.outputs import to_uint8_nhwc
@@ -54,7 +55,11 @@ def nchw_unit(images: np.ndarray) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def sr_denoiser() -> Denoiser:
     net = create_sr_model(SR_FLAGS)
-    net.load_state_dict(random_state_dict({"arch": "adm_sr", "flags": SR_FLAGS}))
+    net.load_state_dict(
+        random_state_dict(
+            {"_target_": "minority.models.adm.create_sr_model", "arch": "adm_sr", "flags": SR_FLAGS}
+        )
+    )
     return Denoiser(net.eval(), learn_sigma=True, class_cond=True, super_res=True)
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 from pipeline_helpers import make_config
 
+from minority.lit.build import build_denoiser
 from minority.lit.classifier import MinorityClassifierModule
-from minority.models.build import build_denoiser, save_checkpoint
+from minority.models.build import save_checkpoint
 from minority.tasks.common import plain
 
 

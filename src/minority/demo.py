@@ -89,11 +89,15 @@ def pipeline(experiment: str, root: Path, num_samples: int, outputs: Path) -> Pa
 
 def toy2d_reference(root: Path) -> str:
     """The real data's figures, to read the toy2d table against."""
-    from omegaconf import OmegaConf
+    from hydra import compose, initialize_config_dir
 
-    from minority.data import build_dataset
+    from minority import schema
+    from minority.lit.build import build_dataset
+    from minority.tasks.common import plain
 
-    data = build_dataset(OmegaConf.to_container(OmegaConf.load(root / "conf/dataset/toy2d.yaml")))
+    schema.register()
+    with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+        data = build_dataset(plain(compose("sample", ["dataset=toy2d"]).dataset))
     weights = ", ".join(f"{w:.2f}" for w in data.mixture.weights.tolist())
     return (
         f"toy2d data: mean exact log-density {data.mixture.log_prob(data.x).mean():.4f}, "

@@ -42,6 +42,7 @@ class _Run(_Stage):
     diffusion: Any = MISSING
     trainer: Any = MISSING
     logger: Any = MISSING
+    callbacks: dict[str, Any] = MISSING  # name -> a node with _target_
     seed: int = MISSING
     stage_dir: str = MISSING
     train: Any = MISSING  # task=diffusion's settings; presets such as experiment=digits set them
@@ -53,6 +54,7 @@ class TrainSchema(_Run):
     steps_of_task: Any = MISSING
     resume: str = MISSING
     ckpt_path: str | None = MISSING
+    checkpoint: Any = MISSING  # a public denoiser the later stages read (experiment presets)
 
 
 @dataclass
@@ -90,6 +92,7 @@ class NoGuidanceSchema:
 
 @dataclass
 class MinorityGuidanceSchema(NoGuidanceSchema):
+    _target_: str = MISSING
     target_class: Any = MISSING  # null, an int, or [low, high]: see check_values
     classifier_ckpt: str | None = MISSING
     extractor_weights: str | None = MISSING
@@ -97,6 +100,7 @@ class MinorityGuidanceSchema(NoGuidanceSchema):
 
 @dataclass
 class SelfGuidanceSchema(NoGuidanceSchema):
+    _target_: str = MISSING
     distance: str = MISSING
     p_ratio: float = MISSING
     perturb_t: int | None = MISSING
@@ -124,9 +128,154 @@ class DDIMSamplerSchema(SamplerSchema):
 
 @dataclass
 class InitSchema:
+    _target_: str = MISSING
     name: str = MISSING
     gamma: float = MISSING
     skip: int = MISSING
+
+
+@dataclass
+class ScheduleSchema:
+    _target_: str = MISSING
+    kind: str = MISSING
+    every: int = MISSING
+    stop_fraction: float = MISSING
+
+
+@dataclass
+class DiffusersModelSchema:
+    arch: str = MISSING
+    flags: dict[str, Any] | None = MISSING  # filled in from the model's folder at run start
+
+
+@dataclass
+class _BuiltModelSchema:
+    _target_: str = MISSING
+    arch: str = MISSING
+
+
+@dataclass
+class MLPModelSchema(_BuiltModelSchema):
+    dim: int = MISSING
+    hidden: int = MISSING
+    depth: int = MISSING
+    learn_sigma: bool = MISSING
+
+
+@dataclass
+class ADMModelSchema(_BuiltModelSchema):
+    flags: dict[str, Any] = MISSING  # guided-diffusion's flags, checked when the UNet is built
+
+
+@dataclass
+class _DatasetSchema:
+    _target_: str = MISSING
+    name: str = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class Toy2DSchema(_DatasetSchema):
+    num_samples: int = MISSING
+    means: list[list[float]] = MISSING
+    stds: list[float] = MISSING
+    weights: list[float] = MISSING
+
+
+@dataclass
+class DigitsSchema(_DatasetSchema):
+    keep_fraction: dict[int, float] = MISSING
+
+
+@dataclass
+class ImagesSchema(_DatasetSchema):
+    format: str = MISSING
+    root: str = MISSING
+    image_size: int = MISSING
+    class_cond: bool = MISSING
+    random_flip: bool = MISSING
+    max_images: int | None = MISSING
+    num_workers: int = MISSING
+
+
+@dataclass
+class CelebASchema(ImagesSchema):
+    crop: int = MISSING
+
+
+@dataclass
+class CIFAR10Schema(ImagesSchema):
+    split: str = MISSING
+
+
+@dataclass
+class ImageNetSchema(ImagesSchema):
+    path: str | None = MISSING  # an .npz instead of root, with format=npz
+    classes: Any = MISSING  # null, a list of synsets or a file naming one per line
+
+
+@dataclass
+class LoggerSchema:
+    _target_: str = MISSING
+    name: str = MISSING
+
+
+@dataclass
+class WandbLoggerSchema(LoggerSchema):
+    project: str = MISSING
+    entity: str | None = MISSING
+    mode: str = MISSING
+    group: str | None = MISSING
+    job_type: str | None = MISSING
+    tags: list[str] = MISSING
+    log_model: Any = MISSING  # false, true or "all"
+    id: str | None = MISSING
+    resume: str | None = MISSING
+
+
+@dataclass
+class ManyLoggersSchema:
+    name: str = MISSING
+    loggers: dict[str, Any] = MISSING  # name -> a logger node
+
+
+@dataclass
+class ScoresSchema:
+    distance: str = MISSING
+    perturb_t: int = MISSING
+    num_draws: int = MISSING
+    clip_denoised: bool = MISSING
+    num_classes: int = MISSING
+    val_fraction: float = MISSING
+    batch_size: int = MISSING
+    lpips_weights: str | None = MISSING
+
+
+@dataclass
+class ClassifierSchema:
+    arch: str = MISSING
+    arch_kwargs: dict[str, Any] = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    max_steps: int = MISSING
+    batch_size: int = MISSING
+    augment: str | None = MISSING
+    random_flip: bool = MISSING
+
+
+@dataclass
+class MetricsSchema:
+    columns: dict[str, Any] = MISSING  # column -> {features, metric, reference}
+    k_avgknn: int = MISSING
+    k_lof: int = MISSING
+    k_rarity: int = MISSING
+    k_manifold: int = MISSING
+    unique_fraction: float = MISSING
+    unique_features: str = MISSING
+    ground_truth: bool = MISSING
+    weights: dict[str, Any] = MISSING  # feature name -> weight file (null: standard places)
+    device: str = MISSING
+    cache_dir: str = MISSING
 
 
 SCHEMAS: dict[tuple[str, str], type] = {
@@ -140,6 +289,24 @@ SCHEMAS: dict[tuple[str, str], type] = {
     ("schema/sampler", "ddim"): DDIMSamplerSchema,
     ("schema/sampler", "dpmpp2m"): SamplerSchema,
     ("schema", "init"): InitSchema,
+    ("schema", "schedule"): ScheduleSchema,
+    ("schema/model", "mlp"): MLPModelSchema,
+    ("schema/model", "adm"): ADMModelSchema,
+    ("schema/model", "adm_sr"): ADMModelSchema,
+    ("schema/model", "diffusers"): DiffusersModelSchema,
+    ("schema/dataset", "toy2d"): Toy2DSchema,
+    ("schema/dataset", "digits"): DigitsSchema,
+    ("schema/dataset", "images"): ImagesSchema,
+    ("schema/dataset", "celeba"): CelebASchema,
+    ("schema/dataset", "cifar10"): CIFAR10Schema,
+    ("schema/dataset", "imagenet"): ImageNetSchema,
+    ("schema/logger", "csv"): LoggerSchema,
+    ("schema/logger", "tensorboard"): LoggerSchema,
+    ("schema/logger", "wandb"): WandbLoggerSchema,
+    ("schema/logger", "many"): ManyLoggersSchema,
+    ("schema", "scores"): ScoresSchema,
+    ("schema", "classifier"): ClassifierSchema,
+    ("schema", "metrics"): MetricsSchema,
 }
 
 
@@ -171,9 +338,8 @@ def check_values(cfg: DictConfig) -> None:
             training batch size, a target class that is none of its three forms, a sampler
             that does not build (e.g. η outside [0, 1]), or a non-finite guidance scale or γ.
     """
-    from minority.guidance.build import build_schedule
     from minority.instantiate import allowed_prefixes, check_targets
-    from minority.sampling.init import Initialisation
+    from minority.lit.build import build_init, build_schedule
     from minority.tasks.sample import build_sampler
 
     check_targets(cfg, allowed_prefixes(cfg))
@@ -184,6 +350,6 @@ def check_values(cfg: DictConfig) -> None:
         require(size is None or int(size) > 0, f"{key} must be positive (got {size}).")
     if "sampler" in cfg:
         build_sampler(cfg)
-        Initialisation(float(cfg.init.gamma), int(cfg.init.skip))
-        build_schedule(cfg.guidance.scale, cfg.schedule)
+        build_init(cfg.init, cfg)
+        build_schedule(cfg.guidance.scale, cfg.schedule, cfg)
         _check_target_class(OmegaConf.select(cfg, "guidance.target_class"))

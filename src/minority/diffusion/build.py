@@ -1,8 +1,9 @@
 """A ``model`` node's trained denoiser and the diffusion it samples with.
 
-:func:`load_denoiser` reads a project checkpoint, a public guided-diffusion state dict or a
-diffusers folder (whose v / ε conversion needs the ᾱ of its noise schedule) into the
-:class:`~minority.models.denoiser.Denoiser` of :mod:`minority.models.build`;
+:func:`load_into` reads a project checkpoint or a public guided-diffusion state dict into a
+:class:`~minority.models.denoiser.Denoiser` built from the node (by :mod:`minority.lit.build`);
+:func:`load_diffusers_denoiser` reads a diffusers folder (whose v / ε conversion needs the ᾱ of
+its noise schedule);
 :func:`build_diffusion_for` gives the (respaced) diffusion a model samples with.
 """
 
@@ -19,41 +20,37 @@ from minority.diffusion.gaussian import GaussianDiffusion, build_diffusion
 from minority.diffusion.schedule import get_betas
 from minority.errors import UserError
 from minority.models.build import (
-    build_denoiser,
     check_trained_diffusion,
     learns_sigma,
     load_checkpoint,
+    same_model,
 )
 from minority.models.denoiser import Denoiser
 from minority.models.diffusers_unet import (
-    DIFFUSERS_ARCH,
     DiffusersUNet,
     load_unet2d,
     read_diffusers_folder,
 )
 
 
-def load_denoiser(
+def load_into(
+    denoiser: Denoiser,
     model_cfg: Mapping[str, Any],
     path: str | Path,
     diffusion_cfg: Mapping[str, Any] | None = None,
 ) -> Denoiser:
-    """Build the ``model`` node's denoiser and load ``path`` into it.
+    """Load ``path`` into ``denoiser``, the ``model`` node's (freshly built); eval mode.
 
     ``path`` is a project checkpoint (a dict with ``state_dict``, ``model`` and ``diffusion``)
     or a public guided-diffusion state dict. A project checkpoint trained with another
-    architecture, or (when ``diffusion_cfg`` is given) another noise schedule or number of
+    model node, or (when ``diffusion_cfg`` is given) another noise schedule or number of
     diffusion steps, or a state dict that does not fit, raises :class:`UserError` naming the
-    difference. For
-    ``diffusers_unet2d``, ``path`` is the diffusers folder.
+    difference.
     """
-    if model_cfg.get("arch") == DIFFUSERS_ARCH:
-        return load_diffusers_denoiser(path)
     content = load_checkpoint(path)
-    denoiser = build_denoiser(model_cfg)
     if "state_dict" in content and "model" in content:
         saved = dict(content["model"])
-        if saved != dict(model_cfg):
+        if not same_model(saved, model_cfg):
             raise UserError(
                 f"Checkpoint {path} was trained with model {saved}, which differs from the "
                 f"configured model {dict(model_cfg)}; pick the matching model config."
@@ -61,7 +58,7 @@ def load_denoiser(
         if diffusion_cfg is not None:
             check_trained_diffusion(path, content.get("diffusion") or {}, diffusion_cfg)
         content = content["state_dict"]
-    if model_cfg.get("arch", "").startswith("adm"):
+    if str(model_cfg["arch"]).startswith("adm"):
         from minority.models.adm import load_adm_checkpoint
 
         load_adm_checkpoint(denoiser.net, content, name=path)

@@ -1,36 +1,26 @@
-"""Build a :class:`Guide` (term + weight schedule) from plain ``guidance`` / ``schedule`` nodes."""
+"""What a guidance term's builder is given besides its own config node."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from minority.errors import UserError
-from minority.guidance.base import Guide, WeightSchedule
-from minority.guidance.terms import TERMS
 
+@dataclass(frozen=True)
+class TermContext:
+    """What the sampling task knows that a guidance term may need.
 
-def build_schedule(scale: float, schedule_cfg: Mapping[str, Any]) -> WeightSchedule:
-    return WeightSchedule(
-        scale=float(scale),
-        kind=str(schedule_cfg.get("kind", "var")),
-        every=int(schedule_cfg.get("every", 1)),
-        stop_fraction=float(schedule_cfg.get("stop_fraction", -1.0)),
-    )
-
-
-def build_guide(
-    guidance_cfg: Mapping[str, Any], schedule_cfg: Mapping[str, Any], context: Mapping[str, Any]
-) -> Guide | None:
-    """The guide a config asks for; None for ``guidance=none``.
-
-    ``context`` carries what terms may need beyond their own node (e.g. ``sample_shape``,
-    ``num_steps``, ``classifier_ckpt``).
+    Attributes:
+        sample_shape: one sample's shape, e.g. (2,) or (3, 64, 64).
+        num_steps: T', the respaced number of sampling steps.
+        classifier_ckpt: the minority classifier of the stage chain (``paths.classifier_ckpt``).
+        diffusion: the ``diffusion`` node (``noise_schedule``, ``diffusion_steps``).
+        seed: the run's seed.
     """
-    name = guidance_cfg.get("name", "none")
-    if name == "none":
-        return None
-    if name not in TERMS:
-        raise UserError(f"Unknown guidance '{name}'; choose one of {['none', *sorted(TERMS)]}.")
-    schedule = build_schedule(guidance_cfg.get("scale", 0.0), schedule_cfg)
-    return Guide(TERMS[name](guidance_cfg, context), schedule)
+
+    sample_shape: tuple[int, ...]
+    num_steps: int
+    classifier_ckpt: str | None
+    diffusion: Mapping[str, Any]
+    seed: int

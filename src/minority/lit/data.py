@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from minority.data import build_dataset
+from minority.lit.build import build_dataset
 from minority.seeding import stream_generator
 
 
@@ -69,17 +69,17 @@ class TargetSubset(Dataset):
         return self.dataset[i][0], self.targets[i]
 
 
-def item_dataset(dataset_cfg: Mapping[str, Any]) -> Dataset:
+def item_dataset(dataset_cfg: Mapping[str, Any], cfg: Any = None) -> Dataset:
     """The dataset a ``dataset`` node names, as items ``(x, {"index": i, …})``.
 
     Image formats (a ``format`` key) stream from disk; embedded data (toy2d, digits) are
-    generated in memory and indexed.
+    generated in memory and indexed (``cfg``: the whole config, for its ``allowed_targets``).
     """
     if dataset_cfg.get("format"):
         from minority.data.images import build_image_dataset
 
         return build_image_dataset(dataset_cfg)
-    return IndexedTensors(build_dataset(dataset_cfg).x)
+    return IndexedTensors(build_dataset(dataset_cfg, cfg).x)
 
 
 class EpochShuffle(Sampler[int]):

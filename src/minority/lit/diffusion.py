@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor
 
 from minority.diffusion.build import build_diffusion_for
 from minority.diffusion.losses import training_losses
-from minority.models.build import build_denoiser
+from minority.lit.build import build_denoiser
 
 
 class DiffusionModule(pl.LightningModule):
@@ -22,6 +23,8 @@ class DiffusionModule(pl.LightningModule):
         diffusion_cfg: ``noise_schedule`` and ``diffusion_steps`` (plain dict).
         lr: Adam learning rate, decayed to 0 along a cosine over ``max_steps``.
         max_steps: the training length (for the learning-rate schedule).
+        allowed_targets: module prefixes the backbone's ``_target_`` may name besides
+            ``minority`` (the config's ``allowed_targets``).
     """
 
     def __init__(
@@ -30,10 +33,12 @@ class DiffusionModule(pl.LightningModule):
         diffusion_cfg: Mapping[str, Any],
         lr: float = 2e-3,
         max_steps: int = 6000,
+        allowed_targets: Sequence[str] = (),
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.denoiser = build_denoiser(model_cfg)
+        allowed = OmegaConf.create({"allowed_targets": list(allowed_targets)})
+        self.denoiser = build_denoiser(model_cfg, allowed)
         self.diffusion = build_diffusion_for(model_cfg, diffusion_cfg)
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:

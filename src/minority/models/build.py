@@ -1,7 +1,9 @@
-"""Build denoisers from a ``model`` config node, and save / read the project's checkpoints.
+"""Denoisers around the backbone a ``model`` config node describes; the project's checkpoints.
 
-A ``model`` node has ``arch`` ("mlp", "adm" or "adm_sr", the super-resolution UNet) and the
-architecture's arguments; ``adm`` and ``adm_sr`` take guided-diffusion flags under ``flags``. A
+A ``model`` node names its backbone by ``_target_`` (built by :mod:`minority.lit.build`) with
+the backbone's arguments, and keeps ``arch``, the name checkpoints record: "mlp", "adm" and
+"adm_sr" (the super-resolution UNet; both take guided-diffusion flags under ``flags``), or a
+user's own name. A
 project checkpoint is a ``.pt`` dict holding the EMA state dict with the model and diffusion
 config it was trained with, so sampling can check that what it loads fits. A public
 guided-diffusion ``.pt`` (a bare state dict) loads through ``model.checkpoint`` with the flags
@@ -21,55 +23,30 @@ from torch import nn
 
 from minority.errors import UserError
 from minority.models.denoiser import Denoiser
-from minority.models.diffusers_unet import DIFFUSERS_ARCH
 from minority.outputs import load_torch_file, torch_save_atomic
 from minority.weights import find_weights
 
-ARCHS = ("mlp", "adm", "adm_sr", DIFFUSERS_ARCH)
-
-
-def build_network(model_cfg: Mapping[str, Any]) -> nn.Module:
-    """The bare backbone of a ``model`` node (random weights)."""
-    arch = model_cfg.get("arch")
-    if arch == "mlp":
-        from minority.models.small import MLPNet
-
-        return MLPNet(
-            dim=int(model_cfg["dim"]),
-            hidden=int(model_cfg.get("hidden", 256)),
-            depth=int(model_cfg.get("depth", 3)),
-            learn_sigma=bool(model_cfg.get("learn_sigma", False)),
-        )
-    if arch in ("adm", "adm_sr"):
-        from minority.models.adm import create_model, create_sr_model
-
-        flags = dict(model_cfg["flags"])
-        return create_model(flags) if arch == "adm" else create_sr_model(flags)
-    if arch == DIFFUSERS_ARCH:
-        raise UserError(
-            "A diffusers_unet2d model is loaded from its diffusers folder (checkpoint=<folder>); "
-            "it cannot be built to train here."
-        )
-    raise UserError(f"Unknown model arch '{arch}'; choose one of {ARCHS}.")
-
 
 def learns_sigma(model_cfg: Mapping[str, Any]) -> bool:
-    """Whether the network outputs [ε, v] (learned variance)."""
-    flags = model_cfg.get("flags") or {}
-    return bool(model_cfg.get("learn_sigma", flags.get("learn_sigma", False)))
+    """Whether the network outputs [ε, v] (learned variance): the node's ``learn_sigma``, else
+    that of its guided-diffusion ``flags``; a backbone that names neither outputs ε alone."""
+    if "learn_sigma" in model_cfg:
+        return bool(model_cfg["learn_sigma"])
+    return bool((model_cfg.get("flags") or {}).get("learn_sigma"))
 
 
 def is_class_conditional(model_cfg: Mapping[str, Any]) -> bool:
-    return bool((model_cfg.get("flags") or {}).get("class_cond", False))
+    """Whether the network takes class labels (guided-diffusion's ``flags.class_cond``)."""
+    return bool((model_cfg.get("flags") or {}).get("class_cond"))
 
 
-def build_denoiser(model_cfg: Mapping[str, Any]) -> Denoiser:
-    """A :class:`Denoiser` around the backbone of a ``model`` node (random weights)."""
+def denoiser_for(net: nn.Module, model_cfg: Mapping[str, Any]) -> Denoiser:
+    """A :class:`Denoiser` around ``net``, the backbone the ``model`` node describes."""
     return Denoiser(
-        build_network(model_cfg),
+        net,
         learns_sigma(model_cfg),
         is_class_conditional(model_cfg),
-        super_res=model_cfg.get("arch") == "adm_sr",
+        super_res=model_cfg["arch"] == "adm_sr",
     )
 
 
@@ -120,3 +97,13 @@ def check_trained_diffusion(
                 f"diffusion.{key}={diffusion_cfg.get(key)} is configured; pick the matching "
                 "diffusion config."
             )
+
+
+def same_model(saved: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint's ``model`` node is the configured one. A checkpoint written before
+    backbones were named by ``_target_`` records only ``arch`` and the arguments; its ``arch``
+    then stands for the backbone."""
+    configured = dict(model_cfg)
+    if "_target_" not in saved:
+        configured.pop("_target_", None)
+    return dict(saved) == configured

@@ -62,6 +62,7 @@ class LogSNRGrid:
         alpha_t, sigma_t = np.sqrt(alpha_bar_t), np.sqrt(1 - alpha_bar_t)
         return cls(alpha_s, sigma_s, alpha_t, sigma_t, np.log(alpha_s) - np.log(sigma_s))
 
+
 # The second-order step extrapolates x̂0 by 1/(2r) times its last change; below r = ½ it would
 # reach further than the change it measured, and the step is taken at first order instead.
 MIN_STEP_RATIO = 0.5

@@ -10,6 +10,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
@@ -22,8 +23,10 @@ from torch.utils.data import (
 )
 
 from minority.errors import UserError, require
-from minority.lit.progress import StepProgressBar, progress_callback
+from minority.instantiate import instantiate
+from minority.lit.build import arguments, build_with_context
 from minority.models.diffusers_unet import DIFFUSERS_ARCH, read_diffusers_folder
+from minority.tasks.tracking import LoggerContext, wandb_run
 
 log = logging.getLogger("minority")
 
@@ -71,41 +74,40 @@ def adopt_diffusers_folder(cfg: DictConfig, folder: str | Path) -> None:
     )
 
 
-def csv_logger(cfg: DictConfig, folder: Path, job_type: str, resume_step: int | None) -> Any:
-    """CSV logs in ``folder/logs``; a run resumed at ``resume_step`` keeps its history before
+def csv_logger(context: LoggerContext) -> Any:
+    """CSV logs in ``<run>/logs``; a run resumed at ``resume_step`` keeps its history before
     that step and appends to it."""
     from minority.tasks.csv_log import ResumedCSVLogger
 
-    return ResumedCSVLogger(save_dir=str(folder), name="logs", version="", resume_step=resume_step)
+    return ResumedCSVLogger(
+        save_dir=str(context.folder), name="logs", version="", resume_step=context.resume_step
+    )
 
 
-def tensorboard_logger(
-    cfg: DictConfig, folder: Path, job_type: str, resume_step: int | None
-) -> Any:
+def tensorboard_logger(context: LoggerContext) -> Any:
+    """TensorBoard event files in ``<run>/tensorboard``."""
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    return TensorBoardLogger(save_dir=str(folder), name="tensorboard", version="")
-
-
-def wandb_logger(cfg: DictConfig, folder: Path, job_type: str, resume_step: int | None) -> Any:
-    from minority.tasks.tracking import make_wandb_logger
-
-    return make_wandb_logger(cfg, folder, job_type)
-
-
-LOGGERS = {"csv": csv_logger, "tensorboard": tensorboard_logger, "wandb": wandb_logger}
+    return TensorBoardLogger(save_dir=str(context.folder), name="tensorboard", version="")
 
 
 def make_logger(
     cfg: DictConfig, folder: Path, job_type: str, resume_step: int | None = None
 ) -> Any:
-    """The ``logger`` node's logger: ``csv`` (default), ``wandb``, ``tensorboard``, or the
-    list named by ``logger.loggers`` (``logger=many``: CSV and W&B)."""
-    kinds = list(cfg.logger.get("loggers") or [cfg.logger.name])
-    unknown = sorted(set(kinds) - set(LOGGERS))
-    require(not unknown, f"Unknown logger {unknown}; choose from {sorted(LOGGERS)}.")
-    loggers = [LOGGERS[kind](cfg, folder, job_type, resume_step) for kind in kinds]
+    """The ``logger`` node's logger, or the list of those under ``logger.loggers``
+    (``logger=many``: CSV and W&B). Each node's ``_target_`` is called with its keys but
+    ``name``, and with a :class:`LoggerContext` as ``context`` when it takes one."""
+    node = plain(cfg.logger)
+    nodes = list(node["loggers"].values()) if "loggers" in node else [node]
+    context = LoggerContext(cfg, folder, job_type, resume_step)
+    loggers = [build_with_context(arguments(n, "logger"), context, cfg) for n in nodes]
     return loggers if len(loggers) > 1 else loggers[0]
+
+
+def make_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """The ``callbacks`` node's callbacks (a map of name to node; a node may build None)."""
+    built = [instantiate(node, cfg) for node in plain(cfg.callbacks).values()]
+    return [callback for callback in built if callback is not None]
 
 
 def make_trainer(
@@ -117,8 +119,9 @@ def make_trainer(
     **task_defaults: Any,
 ) -> pl.Trainer:
     """A Trainer from the ``trainer`` node, logging into ``folder`` (appending to the logs of
-    a run resumed at ``resume_step``); progress counts steps (a bar in a terminal, log lines
-    otherwise).
+    a run resumed at ``resume_step``), with the ``callbacks`` node's callbacks after the task's
+    (``callbacks=default``: progress that counts steps, a bar in a terminal, log lines
+    otherwise; ``trainer.enable_progress_bar=false`` switches it off).
 
     ``task_defaults`` (e.g. ``max_epochs=-1``) apply unless the ``trainer`` node sets the same
     key: what the user configures wins. A null value leaves Lightning's default.
@@ -141,13 +144,13 @@ def make_trainer(
     if epoch_length is not None:
         every = int(kwargs.get("log_every_n_steps", 50))
         kwargs["log_every_n_steps"] = max(1, min(every, epoch_length))
-    progress = progress_callback(bool(kwargs.pop("enable_progress_bar", True)))
-    callbacks = [*kwargs.pop("callbacks", []), *([progress] if progress else [])]
+    kwargs.pop("enable_progress_bar", None)  # the progress callback reads it
+    callbacks = [*kwargs.pop("callbacks", []), *make_callbacks(cfg)]
     try:
         return pl.Trainer(
             default_root_dir=str(folder),
             logger=make_logger(cfg, folder, name, resume_step),
-            enable_progress_bar=isinstance(progress, StepProgressBar),
+            enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
             callbacks=callbacks,
             **kwargs,
         )
@@ -168,7 +171,5 @@ def tensor_loader(*tensors: Tensor, batch_size: int, shuffle: bool) -> DataLoade
 
 def close_logger(trainer: pl.Trainer | None) -> None:
     """Finish the W&B run, so the next job of a multirun starts its own."""
-    from minority.tasks.tracking import wandb_run
-
     if trainer is not None and trainer.global_rank == 0 and (run := wandb_run(trainer.loggers)):
         run.finish()

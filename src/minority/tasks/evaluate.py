@@ -14,9 +14,10 @@ from typing import Any, NamedTuple
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from minority.data import RealData, build_dataset
+from minority.data import RealData
 from minority.data.images import build_image_dataset
 from minority.errors import UserError
+from minority.lit.build import build_dataset
 from minority.metrics.features import (
     FeatureExtractor,
     cached_dataset_features,
@@ -87,14 +88,15 @@ def run_label(archive: Path, table: Path) -> str:
 
 class RealSet:
     """The real reference of an evaluation: image formats stream from disk and their features
-    are cached (``metrics.cache_dir``); embedded data (toy2d, digits) are built in memory.
+    are cached (``metrics.cache_dir``); embedded data (toy2d, digits) are built in memory
+    (``cfg``: the whole config, for its ``allowed_targets``).
     """
 
-    def __init__(self, dataset: dict[str, Any], mcfg: DictConfig) -> None:
+    def __init__(self, dataset: dict[str, Any], mcfg: DictConfig, cfg: Any = None) -> None:
         self.dataset, self.mcfg = dataset, mcfg
         streamed = bool(dataset.get("format"))
         self.items = build_image_dataset(dataset, False, False) if streamed else None
-        self.memory: RealData | None = None if streamed else build_dataset(dataset)
+        self.memory: RealData | None = None if streamed else build_dataset(dataset, cfg)
 
     def example(self) -> Any:
         """One real sample, (1, …) float in [−1, 1]."""
@@ -110,7 +112,7 @@ class RealSet:
             self.items.source_files,
             self.dataset,
             self.mcfg.cache_dir,
-            int(self.dataset.get("num_workers", 0)),
+            int(self.dataset["num_workers"]),
         )
 
 
@@ -165,8 +167,8 @@ def ground_truth(samples: np.ndarray, real: RealSet, dataset: dict[str, Any]) ->
     """Exact-density figures (toy2d) or class shares (digits); empty for other data."""
     if real.memory is not None and real.memory.mixture is not None:
         return toy2d_ground_truth(real.memory.mixture, samples)
-    if dataset.get("source") == "digits":
-        rare = tuple(int(c) for c in (dataset.get("keep_fraction") or {}))
+    if "keep_fraction" in dataset:  # digits
+        rare = tuple(int(c) for c in dataset["keep_fraction"])
         return digits_class_shares(samples, rare)
     return {}
 
@@ -210,7 +212,7 @@ def evaluate_task(cfg: DictConfig) -> dict[str, Any]:
     located = locate_samples(cfg)
     path, dataset = located.path, located.dataset
     samples, _ = load_samples_npz(path)
-    real = RealSet(dataset, cfg.metrics)
+    real = RealSet(dataset, cfg.metrics, cfg)
     check_same_sample_size(samples, to_storage(real.example()))
     values, per_sample = feature_metrics(samples, real, cfg.metrics)
     if cfg.metrics.ground_truth:

@@ -76,7 +76,7 @@ def sampling_provenance(cfg: DictConfig) -> dict:
     settings.update(seed=int(cfg.seed), num_samples=int(cfg.num_samples))
     inputs: dict[str, Any] = {}
     if cfg.guidance.name == "minority":
-        inputs["classifier"] = cfg.guidance.get("classifier_ckpt") or cfg.paths.classifier_ckpt
+        inputs["classifier"] = cfg.guidance.classifier_ckpt or cfg.paths.classifier_ckpt
     inputs["low_res"] = OmegaConf.select(cfg, "upsample.low_res_npz", default=None)
     upstream = {"denoiser": denoiser_fingerprint(cfg, cfg.checkpoint)}
     return record(settings, {**upstream, **inputs_present(inputs)})
@@ -282,7 +282,7 @@ def resume_checkpoint(
         UserError: ``resume`` is neither auto nor never, or the checkpoint is unreadable or was
             saved with other settings (naming them).
     """
-    resume = str(cfg.get("resume", "auto"))
+    resume = str(cfg.resume)
     if resume not in ("auto", "never"):
         raise UserError(f"resume must be auto or never (got {resume}).")
     given = cfg.get("ckpt_path")

@@ -10,18 +10,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from minority.data import build_dataset
 from minority.data.images import read_npz
-from minority.diffusion.build import build_diffusion_for, load_denoiser
+from minority.diffusion.build import build_diffusion_for
 from minority.errors import require
-from minority.guidance.build import build_guide
+from minority.guidance.build import TermContext
 from minority.instantiate import instantiate
+from minority.lit.build import build_dataset, build_guide, build_init, load_denoiser
 from minority.lit.sampling import SamplingModule, ShardWriter, pending_ranges
 from minority.models.build import is_class_conditional
 from minority.models.runtime import prepare_network
 from minority.outputs import merge_shards, save_picture
 from minority.sampling.base import Sampler
-from minority.sampling.init import Initialisation
 from minority.tasks.common import (
     adopt_diffusers_folder,
     close_logger,
@@ -40,13 +39,16 @@ def check_sampling_config(cfg: DictConfig) -> None:
     require(int(cfg.batch_size) > 0, f"batch_size must be positive (got {cfg.batch_size}).")
 
 
-def sample_shape(model_cfg: dict, dataset_cfg: dict) -> tuple[int, ...]:
-    """One sample's shape: from the ADM flags, else from the (embedded, in-memory) dataset."""
+def sample_shape(
+    model_cfg: dict, dataset_cfg: dict, cfg: DictConfig | None = None
+) -> tuple[int, ...]:
+    """One sample's shape: from the ADM flags, else from the (embedded, in-memory) dataset
+    (``cfg``: the whole config, for its ``allowed_targets``)."""
     flags = model_cfg.get("flags")
     if flags:
         size = int(flags.get("large_size", flags.get("image_size")))
         return (int(flags.get("in_channels", 3)), size, size)
-    return build_dataset(dataset_cfg).sample_shape
+    return build_dataset(dataset_cfg, cfg).sample_shape
 
 
 def low_res_conditions(cfg: DictConfig, model_cfg: dict) -> tuple[np.ndarray | None, Tensor | None]:
@@ -108,17 +110,17 @@ def build_sampling_module(cfg: DictConfig, ranges: list[tuple[int, int]]) -> Sam
     batches."""
     model_cfg = plain(cfg.model)
     low_res, labels = low_res_conditions(cfg, model_cfg)
-    denoiser = load_denoiser(model_cfg, cfg.checkpoint, plain(cfg.diffusion))
+    denoiser = load_denoiser(model_cfg, cfg.checkpoint, plain(cfg.diffusion), cfg)
     denoiser.net = prepare_network(denoiser.net, **plain(cfg.precision))
     diffusion = build_diffusion_for(model_cfg, plain(cfg.diffusion), cfg.sampler.steps)
-    shape = sample_shape(model_cfg, plain(cfg.dataset))
-    context = {
-        "sample_shape": shape,
-        "num_steps": diffusion.num_timesteps,
-        "classifier_ckpt": cfg.paths.classifier_ckpt,
-        "diffusion": plain(cfg.diffusion),
-        "seed": int(cfg.seed),
-    }
+    shape = sample_shape(model_cfg, plain(cfg.dataset), cfg)
+    context = TermContext(
+        sample_shape=shape,
+        num_steps=diffusion.num_timesteps,
+        classifier_ckpt=cfg.paths.classifier_ckpt,
+        diffusion=plain(cfg.diffusion),
+        seed=int(cfg.seed),
+    )
     num_classes = (
         int(model_cfg["flags"].get("num_classes", 1000)) if is_class_conditional(model_cfg) else 0
     )
@@ -129,8 +131,8 @@ def build_sampling_module(cfg: DictConfig, ranges: list[tuple[int, int]]) -> Sam
         int(cfg.seed),
         ranges,
         sampler=build_sampler(cfg),
-        guide=build_guide(plain(cfg.guidance), plain(cfg.schedule), context),
-        init=Initialisation(float(cfg.init.gamma), int(cfg.init.skip)),
+        guide=build_guide(plain(cfg.guidance), plain(cfg.schedule), context, cfg),
+        init=build_init(plain(cfg.init), cfg),
         num_classes=num_classes,
         labels=labels,
         low_res=low_res,
@@ -188,7 +190,9 @@ def draw_samples(cfg: DictConfig, folder: Path) -> Path:
     out = merge_shards(shards, int(cfg.num_samples), folder / "samples.npz")
     with np.load(out) as archive:
         samples, labels = archive["arr_0"], archive["arr_1"]
-    mixture = build_dataset(plain(cfg.dataset)).mixture if cfg.dataset.name == "toy2d" else None
+    mixture = (
+        build_dataset(plain(cfg.dataset), cfg).mixture if cfg.dataset.name == "toy2d" else None
+    )
     picture = save_picture(
         samples,
         folder / ("scatter.png" if samples.ndim == 2 else "grid.png"),

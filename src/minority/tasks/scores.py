@@ -15,8 +15,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
-from minority.diffusion.build import load_denoiser
 from minority.errors import require
+from minority.lit.build import load_denoiser
 from minority.lit.data import RealDataModule, item_dataset
 from minority.lit.sampling import pending_ranges
 from minority.lit.scoring import MinorityScoreModule, ScoreShardWriter
@@ -40,7 +40,7 @@ def score_module(cfg: DictConfig) -> MinorityScoreModule:
     """The frozen denoiser wrapped as the ``scores`` node describes."""
     s = cfg.scores
     return MinorityScoreModule(
-        load_denoiser(plain(cfg.model), cfg.paths.diffusion_ckpt, plain(cfg.diffusion)),
+        load_denoiser(plain(cfg.model), cfg.paths.diffusion_ckpt, plain(cfg.diffusion), cfg),
         cfg.diffusion.noise_schedule,
         int(cfg.diffusion.diffusion_steps),
         int(s.perturb_t),
@@ -100,7 +100,7 @@ def compute_scores(cfg: DictConfig) -> Path:
         return out
     folder = run_dir(cfg)
     prepare_run_folder(folder, provenance, True, ("shards",), ())
-    dataset = item_dataset(plain(cfg.dataset))
+    dataset = item_dataset(plain(cfg.dataset), cfg)
     trainer = score_shards(cfg, folder, len(dataset), dataset)
     if is_rank_zero():
         save_scores(cfg, folder, dataset, provenance)

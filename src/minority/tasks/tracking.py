@@ -9,13 +9,27 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("minority")
+
+
+@dataclass(frozen=True)
+class LoggerContext:
+    """What a logger's builder may need beyond its node: the whole config, the run folder, the
+    task (``diffusion``, ``scores``, ``classifier``, ``sample``) and the step a resumed run
+    continues from (None: a fresh run)."""
+
+    cfg: DictConfig
+    folder: Path
+    job_type: str
+    resume_step: int | None
+
 
 # Stage files, by artifact kind: (W&B artifact type, the config path of the file).
 STAGE_FILES = {
@@ -47,36 +61,51 @@ def work_name(cfg: DictConfig) -> str:
     return Path(cfg.paths.work_dir).name
 
 
-def run_identity(cfg: DictConfig, job_type: str) -> dict[str, Any]:
+def run_identity(
+    cfg: DictConfig,
+    job_type: str,
+    group: str | None = None,
+    tags: Sequence[str] = (),
+    wandb_job_type: str | None = None,
+) -> dict[str, Any]:
     """W&B ``name``, ``group``, ``job_type`` and ``tags`` of this run.
 
     The name is ``run_name`` (or the task); a sweep point adds its folder's name (job number
-    and overrides), so every point of a sweep is told apart. The group is the sweep
-    (``<work>-<sweep folder>``), else the dataset's stage chain (``<work>``). Tags: the
-    configured ones, the work folder, the task, the experiment and the method's choices.
+    and overrides), so every point of a sweep is told apart. The group is ``group``, else the
+    sweep (``<work>-<sweep folder>``), else the dataset's stage chain (``<work>``); the job
+    type is ``wandb_job_type``, else the task. Tags: ``tags``, the work folder, the task, the
+    experiment and the method's choices.
     """
-    node, work, sweep = cfg.logger, work_name(cfg), sweep_name()
+    work, sweep = work_name(cfg), sweep_name()
     name = str(cfg.get("run_name") or job_type)
     if sweep:
         name = f"{name}-{Path(cfg.run_dir).name}"
-    group = node.get("group") or (f"{work}-{sweep}" if sweep else work)
     job = hydra_job()
     experiment = job.runtime.choices.get("experiment") if job is not None else None
     methods = [cfg[k].name for k in ("guidance", "sampler", "init") if k in cfg]
-    tags = [*node.get("tags", []), work, job_type, experiment, *methods]
+    tags = [*tags, work, job_type, experiment, *methods]
     return {
         "name": name,
-        "group": group,
-        "job_type": node.get("job_type") or job_type,
+        "group": group or (f"{work}-{sweep}" if sweep else work),
+        "job_type": wandb_job_type or job_type,
         "tags": list(dict.fromkeys(str(t) for t in tags if t)),
     }
 
 
-def make_wandb_logger(
-    cfg: DictConfig, folder: Path, job_type: str, extra_config: Mapping[str, Any] | None = None
+def wandb_logger(
+    context: LoggerContext,
+    project: str,
+    entity: str | None,
+    mode: str,
+    group: str | None,
+    job_type: str | None,
+    tags: Sequence[str],
+    log_model: bool | str,
+    id: str | None,  # noqa: A002 (W&B's name)
+    resume: str | None,
 ) -> Any:
-    """A Lightning ``WandbLogger`` for this run; its config is the composed one (resolved)
-    plus ``extra_config`` (e.g. a provenance fingerprint).
+    """A Lightning ``WandbLogger`` for this run (the options of ``logger/wandb.yaml``); its
+    config is the composed one (resolved).
 
     The run is started here (rank 0 only, as Lightning would), silently: one log line says
     where it is.
@@ -85,23 +114,23 @@ def make_wandb_logger(
     from lightning_fabric.utilities.rank_zero import rank_zero_only
     from pytorch_lightning.loggers import WandbLogger
 
-    node = cfg.logger
+    folder = str(context.folder)
     if rank_zero_only.rank != 0:
-        return WandbLogger(project=node.project, save_dir=str(folder), mode="disabled")
-    identity = run_identity(cfg, job_type)
+        return WandbLogger(project=project, save_dir=folder, mode="disabled")
+    identity = run_identity(context.cfg, context.job_type, group, tags, job_type)
     run = wandb.init(
-        project=node.project,
-        entity=node.entity,
-        mode=node.mode,
-        dir=str(folder),
-        id=node.id,
-        resume=node.resume,
-        config={**OmegaConf.to_container(cfg, resolve=True), **(extra_config or {})},
+        project=project,
+        entity=entity,
+        mode=mode,
+        dir=folder,
+        id=id,
+        resume=resume,
+        config=OmegaConf.to_container(context.cfg, resolve=True),
         settings=wandb.Settings(silent=True),
         **identity,
     )
-    log.info("W&B run '%s' (group %s, %s) in %s", run.name, run.group, node.mode, run.dir)
-    return WandbLogger(experiment=run, save_dir=str(folder), log_model=node.log_model)
+    log.info("W&B run '%s' (group %s, %s) in %s", run.name, run.group, mode, run.dir)
+    return WandbLogger(experiment=run, save_dir=folder, log_model=log_model)
 
 
 def wandb_run(loggers: Any) -> Any | None:

@@ -12,9 +12,9 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from torch.utils.data import Dataset
 
-from minority.data import build_dataset
 from minority.data.images import build_image_dataset
 from minority.errors import UserError, require
+from minority.lit.build import build_dataset
 from minority.lit.classifier import MinorityClassifierModule
 from minority.lit.data import RealDataModule, TargetSubset
 from minority.outputs import load_torch_file, torch_save_atomic
@@ -85,7 +85,7 @@ class ClassifierData:
                 for idx, shuffle in ((train_idx, True), (val_idx, False))
             )
             return {"train_dataloaders": train, "val_dataloaders": val}
-        workers = int(self.cfg.dataset.get("num_workers", 0))
+        workers = int(self.cfg.dataset.num_workers)  # streamed: an image format
         train, val = self.streamed
         data = RealDataModule(
             batch_size,
@@ -102,10 +102,10 @@ def classifier_data(cfg: DictConfig) -> ClassifierData:
     and ``classifier.augment`` say, per (seed, index, epoch)); embedded data stay in memory."""
     dataset_cfg = plain(cfg.dataset)
     if not dataset_cfg.get("format"):
-        return ClassifierData(cfg, x=build_dataset(dataset_cfg).x)
+        return ClassifierData(cfg, x=build_dataset(dataset_cfg, cfg).x)
     c = cfg.classifier
     train = build_image_dataset(
-        dataset_cfg, random_flip=bool(c.random_flip), augment=c.get("augment") or False
+        dataset_cfg, random_flip=bool(c.random_flip), augment=c.augment or False
     )
     val = build_image_dataset(dataset_cfg, random_flip=False, augment=False)
     return ClassifierData(cfg, streamed=(train, val))

@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, WeightAveraging
 from torch import Tensor
 
-from minority.data import build_dataset
 from minority.data.images import build_image_dataset
+from minority.lit.build import build_dataset
 from minority.lit.data import RealDataModule
 from minority.lit.diffusion import DiffusionModule
 from minority.lit.previews import SamplePreview
@@ -86,11 +86,11 @@ def training_data(cfg: DictConfig) -> TrainingData:
     dataset_cfg, batch_size = plain(cfg.dataset), int(cfg.train.batch_size)
     if dataset_cfg.get("format"):
         dataset = build_image_dataset(dataset_cfg)
-        workers = int(dataset_cfg.get("num_workers", 0))
+        workers = int(dataset_cfg["num_workers"])
         data = RealDataModule(batch_size, workers, train=dataset, seed=int(cfg.seed))
         shape = tuple(dataset[0][0].shape)
         return TrainingData(data, shape, None, None, {"use_distributed_sampler": False})
-    real = build_dataset(dataset_cfg)
+    real = build_dataset(dataset_cfg, cfg)
     loader = tensor_loader(real.x, batch_size=batch_size, shuffle=True)
     return TrainingData(loader, real.sample_shape, real.mixture, len(loader), {})
 
@@ -112,7 +112,11 @@ def train_diffusion(cfg: DictConfig) -> Path:
     pl.seed_everything(cfg.seed, workers=True)
     data = training_data(cfg)
     module = DiffusionModule(
-        plain(cfg.model), plain(cfg.diffusion), float(cfg.train.lr), int(cfg.trainer.max_steps)
+        plain(cfg.model),
+        plain(cfg.diffusion),
+        float(cfg.train.lr),
+        int(cfg.trainer.max_steps),
+        list(cfg.allowed_targets),
     )
     checkpoints = ModelCheckpoint(
         dirpath=folder / "checkpoints", save_last=True, every_n_train_steps=500
