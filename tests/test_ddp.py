@@ -14,7 +14,8 @@ from PIL import Image
 from pipeline_helpers import REPO, make_config
 from untrained import untrained_work_folder
 
-from minority.models.build import build_denoiser, save_checkpoint
+from minority.lit.build import build_denoiser
+from minority.models.build import save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ import pytest
 import yaml
 from pipeline_helpers import REPO, make_config
 
-from minority.models.build import build_denoiser, save_checkpoint
+from minority.lit.build import build_denoiser
+from minority.models.build import save_checkpoint
 from minority.tasks.common import plain
 
 pytestmark = pytest.mark.slow
