@@ -30,6 +30,7 @@ PLUGIN = '''
 """A user's sampler: deterministic DDIM, x_{i-1} = sqrt(a') x0 + sqrt(1 - a') eps."""
 
 from minority.sampling.base import Sampler, StepOutput
+from minority.sampling.ddim import eps_shift
 
 
 class FlowStep(Sampler):
@@ -41,6 +42,10 @@ class FlowStep(Sampler):
         x, k, x0 = model.x.detach(), model.k, model.pred_xstart
         eps = diffusion.pred_eps(x, k, x0)
         a_prev = diffusion.gather(diffusion.alphas_cumprod_prev, k, x)
+        if guide is not None:  # the guide's w*g as DDIM's eps shift; x0 re-derived from it
+            a = diffusion.gather(diffusion.alphas_cumprod, k, x)
+            eps = eps + eps_shift(model.direction(trajectory, guide), guide.schedule, a, a_prev)
+            x0 = diffusion.pred_xstart(x, k, eps)
         return StepOutput(a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps, x0)
 '''
 

@@ -1,5 +1,6 @@
-"""A backbone and a guidance term from the user's own module, chosen by YAML files in the
-user's own config folder, trained and sampled through the CLI without editing the package."""
+"""A backbone, a guidance term and a sampler from the user's own module, chosen by YAML files
+in the user's own config folder, trained and sampled through the CLI without editing the
+package. (The sampler is the one :mod:`test_sampler_plugin` checks against DDIM.)"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pipeline_helpers import REPO
+from test_sampler_plugin import PLUGIN
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +43,7 @@ class PullToPoint:
 
     def direction(self, ctx):
         return (self.point.to(ctx.x) - ctx.x).detach()
-'''
+''' + PLUGIN.replace('"""', "#", 2)
 
 BACKBONE = """_target_: my_lab.TinyNet
 arch: tiny
@@ -53,6 +55,12 @@ TERM = """_target_: my_lab.PullToPoint
 name: pull
 scale: 0.5
 point: [2.0, 2.0]
+"""
+
+SAMPLER = """_target_: my_lab.FlowStep
+name: flow
+steps: "20"
+clip_denoised: true
 """
 
 POINT = np.array([2.0, 2.0])
@@ -93,7 +101,8 @@ def samples(tmp_path: Path, *overrides: str) -> np.ndarray:
 def test_user_backbone_and_guidance_term_train_and_sample(tmp_path):
     (tmp_path / "code").mkdir()
     (tmp_path / "code" / "my_lab.py").write_text(MODULE)
-    for group, name, text in (("model", "tiny", BACKBONE), ("guidance", "pull", TERM)):
+    files = (("model", "tiny", BACKBONE), ("guidance", "pull", TERM), ("sampler", "flow", SAMPLER))
+    for group, name, text in files:
         (tmp_path / "conf" / group).mkdir(parents=True)
         (tmp_path / "conf" / group / f"{name}.yaml").write_text(text)
 
@@ -103,9 +112,10 @@ def test_user_backbone_and_guidance_term_train_and_sample(tmp_path):
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert (tmp_path / "work" / "diffusion" / "denoiser.pt").is_file()
 
-    guided, plain = samples(tmp_path, "guidance=pull"), samples(tmp_path, "guidance=none")
+    guided = samples(tmp_path, "guidance=pull", "sampler=flow")
+    plain = samples(tmp_path, "guidance=none")
     assert guided.shape == plain.shape == (256, 2) and np.isfinite(guided).all()
-    # the user's term pulls every sample towards its point
+    # the user's term, stepped by the user's sampler, pulls every sample towards its point
     distance = lambda x: np.linalg.norm(x - POINT, axis=1).mean()  # noqa: E731
     assert distance(guided) < 0.5 * distance(plain)
 
