@@ -11,6 +11,7 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
+from pipeline_helpers import make_config
 
 from minority.data.images import build_image_dataset
 from minority.metrics import features as features_module
@@ -236,12 +237,14 @@ def test_one_unique_subset_chosen_in_its_space_serves_every_column_of_a_row(tmp_
             "cache_dir": str(tmp_path / "cache"),
         }
     )
-    dataset = {
-        "name": "fake",
-        "format": "folder",
-        "root": str(tmp_path / "images"),
-        "image_size": 8,
-    }
+    composed = make_config(
+        "evaluate",
+        tmp_path,
+        "dataset=image_folder",
+        f"dataset.root={tmp_path / 'images'}",
+        "dataset.image_size=8",
+    )
+    dataset = OmegaConf.to_container(composed.dataset, resolve=True)
     real = evaluate.RealSet(dataset, mcfg)
     samples = np.random.default_rng(5).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
     evaluate.feature_metrics(samples, real, mcfg)
