@@ -50,7 +50,12 @@ CASES = {
     "every_abc": ("sample.py", "schedule.every=abc"),
     "skip_abc": ("sample.py", "init.skip=abc"),
     "hidden_abc": ("train.py", "model.hidden=abc"),
-    "corrupt_shard": ("sample.py", "num_samples=4", "batch_size=4", "hydra.run.dir={tmp}/run"),
+    "shards_without_provenance": (
+        "sample.py",
+        "num_samples=4",
+        "batch_size=4",
+        "hydra.run.dir={tmp}/run",
+    ),
     "unknown_sampler": ("sample.py", "sampler=euler"),
     "train_batch_size_0": ("train.py", "train.batch_size=0"),
     "trainer_gpu_without_one": ("train.py", "trainer=gpu", "hydra.run.dir={tmp}/gpu"),
@@ -92,12 +97,12 @@ MESSAGES = {
     "every_abc": "'abc' of type 'str' could not be converted to Integer (full_key: schedule.every)",
     "skip_abc": "'abc' of type 'str' could not be converted to Integer (full_key: init.skip)",
     "hidden_abc": "'abc' of type 'str' could not be converted to Integer (full_key: model.hidden)",
-    "corrupt_shard": "shard_000000000_000000004.npz is corrupt; delete it and rerun",
+    "shards_without_provenance": "holds results without a provenance record; choose another",
     "unknown_sampler": "Could not find 'sampler/euler'; available options in 'sampler': ddim",
     "train_batch_size_0": "train.batch_size must be positive (got 0)",
     "trainer_gpu_without_one": "needs a CUDA GPU and none is visible here; use trainer=cpu",
     "unknown_trainer_option": "trainer.no_such_option: not a Lightning Trainer option",
-    "corrupt_last_ckpt": "last.ckpt is corrupt or not a PyTorch file; delete it to train",
+    "corrupt_last_ckpt": "last.ckpt cannot be read (",
     "too_few_samples_for_k": "kNN needs 1 ≤ k ≤ 2",
     "points_for_images": "Generated samples are 8×8 images but the dataset's are 2-d points",
     "folder_without_images": "No images found under",
@@ -108,7 +113,8 @@ MESSAGES = {
 
 
 def _files(tmp: Path) -> None:
-    """The inputs the cases read: a denoiser, bad checkpoints, a damaged shard and last.ckpt."""
+    """The inputs the cases read: a denoiser, bad checkpoints, shards without a provenance
+    record (the damaged shard itself: tests/test_shards.py) and a damaged last.ckpt."""
     cfg = make_config("sample", tmp)
     denoiser = build_denoiser(plain(cfg.model))
     meta = {"model": plain(cfg.model), "diffusion": plain(cfg.diffusion)}
