@@ -150,9 +150,10 @@ def _image_folders(tmp: Path) -> None:
 def results(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     tmp = tmp_path_factory.mktemp("cli")
     _files(tmp)
-    common = [f"paths.root={tmp}", f"hydra.run.dir={tmp}/default"]
     running = {}
     for name, (script, *args) in CASES.items():
+        # a run folder of its own per case: the cases run at once and a run folder is locked
+        common = [f"paths.root={tmp}", f"hydra.run.dir={tmp}/runs/{name}"]
         argv = [sys.executable, script, *common, *(a.format(tmp=tmp) for a in args)]
         running[name] = subprocess.Popen(
             argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -191,7 +191,7 @@ class DigitsSchema(_DatasetSchema):
 class ImagesSchema(_DatasetSchema):
     format: str = MISSING
     root: str = MISSING
-    image_size: int = MISSING
+    image_size: int | None = MISSING  # None: the stored size, which every image must share
     class_cond: bool = MISSING
     random_flip: bool = MISSING
     max_images: int | None = MISSING
