@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from closed_forms import ConstantTerm, GaussianEps
-from torch import Tensor, nn
+from torch import Tensor
 
 from minority.diffusion.gaussian import GaussianDiffusion, build_diffusion
 from minority.guidance.base import GuidanceContext, Guide, WeightSchedule
@@ -210,36 +210,6 @@ def test_boost_and_skip_is_the_solver_on_the_shorter_grid() -> None:
         UNCLIPPED,
     )
     torch.testing.assert_close(x, expected, rtol=0, atol=0)
-
-
-def _mlp_denoiser() -> Denoiser:
-    torch.manual_seed(1)
-
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.body = nn.Sequential(nn.Linear(3, 32), nn.SiLU(), nn.Linear(32, 2))
-
-        def forward(self, x: Tensor, t: Tensor) -> Tensor:
-            return self.body(torch.cat([x, t[:, None].float() / 1000], dim=1))
-
-    return Denoiser(Net())
-
-
-def test_same_seed_same_samples_for_any_batch_size() -> None:
-    diffusion, denoiser, n = build_diffusion("cosine", 1000, "20"), _mlp_denoiser(), 64
-
-    def run(batch: int) -> Tensor:
-        parts = []
-        for start in range(0, n, batch):
-            idx = range(start, min(start + batch, n))
-            noise = SeededNoise(7, idx)
-            parts.append(sample(denoiser, diffusion, (len(idx), 2), noise, DPMSolverPP2M()))
-        return torch.cat(parts)
-
-    reference = run(64)
-    for batch in (1, 7):
-        torch.testing.assert_close(run(batch), reference, rtol=0, atol=1e-6)
 
 
 def test_lambda_is_half_the_log_snr() -> None:
