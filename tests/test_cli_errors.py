@@ -71,6 +71,11 @@ CASES = {
         "dataset.root={tmp}/mixed",
         "dataset.image_size=null",
     ),
+    "mlp_for_images": (
+        "train.py",
+        *(a for a in FOLDER if not a.startswith("model.dim")),
+        "dataset.root={tmp}/mixed",
+    ),
     "lmdb_not_lsuns": (
         "train.py",
         "dataset=lsun_bedroom",
@@ -108,6 +113,7 @@ MESSAGES = {
     "folder_without_images": "No images found under",
     "unreadable_image": "Cannot read the image file",
     "mixed_size_images": "is 8×10 while",
+    "mlp_for_images": "but this dataset's samples have shape (3, 8, 8) (192 values)",
     "lmdb_not_lsuns": "is not an encoded image; it must hold the LSUN release's LMDB",
 }
 

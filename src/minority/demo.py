@@ -113,7 +113,7 @@ def main() -> None:
     root = Path.cwd()
     if not (root / "train.py").is_file():
         sys.exit("Run the demo from the repository root (where train.py is).")
-    outputs = root / "outputs"
+    outputs = root / os.environ.get("MINORITY_OUTPUTS", "outputs")  # as conf/paths does
     with ThreadPoolExecutor(max_workers=len(args.experiments)) as pool:
         tables = list(
             pool.map(lambda e: pipeline(e, root, args.num_samples, outputs), args.experiments)
@@ -124,7 +124,7 @@ def main() -> None:
         print(toy2d_reference(root))
     print("pictures:")
     for picture in sorted(outputs.glob("*/samples/*/*.png")):
-        print(f"  {picture.relative_to(root)}")
+        print(f"  {picture.relative_to(root) if picture.is_relative_to(root) else picture}")
 
 
 if __name__ == "__main__":
