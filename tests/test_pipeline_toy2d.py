@@ -1,4 +1,7 @@
-"""End to end on toy2d at reduced size: train → scores → classifier → sample → evaluate."""
+"""End to end on toy2d: train → scores → classifier → sample → evaluate.
+
+The density and guidance checks need fully trained stages (slow); what does not depend on the
+stages' quality runs on briefly trained ones."""
 
 from __future__ import annotations
 
@@ -18,21 +21,27 @@ from minority.tasks.evaluate import evaluate_task
 from minority.tasks.sample import sample_task
 from minority.tasks.train import run_training_task
 
-TRAIN = ("trainer.max_steps=6000",)
+
+def stages(root: Path, diffusion_steps: int, classifier_steps: int) -> Path:
+    """A work folder with a trained denoiser, minority scores and a minority classifier."""
+    steps = f"trainer.max_steps={diffusion_steps}"
+    run_training_task(make_config("train", root, "task=diffusion", steps, run_dir=root / "d"))
+    run_training_task(make_config("train", root, "task=scores", run_dir=root / "s"))
+    steps = f"classifier.max_steps={classifier_steps}"
+    run_training_task(make_config("train", root, "task=classifier", steps, run_dir=root / "c"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """Stages trained long enough for the density and guidance checks (slow tests only)."""
+    return stages(tmp_path_factory.mktemp("trained"), 6000, 3000)
 
 
 @pytest.fixture(scope="module")
 def toy2d(tmp_path_factory) -> Path:
-    """A work folder with a trained denoiser, minority scores and a minority classifier."""
-    root = tmp_path_factory.mktemp("outputs")
-    run_training_task(make_config("train", root, "task=diffusion", *TRAIN, run_dir=root / "d"))
-    run_training_task(make_config("train", root, "task=scores", run_dir=root / "s"))
-    run_training_task(
-        make_config(
-            "train", root, "task=classifier", "classifier.max_steps=3000", run_dir=root / "c"
-        )
-    )
-    return root
+    """Stages trained briefly: what runs on them does not depend on their quality."""
+    return stages(tmp_path_factory.mktemp("brief"), 200, 200)
 
 
 def draw(root: Path, name: str, *overrides: str, n: int = 2000) -> np.ndarray:
@@ -54,10 +63,11 @@ def figures(samples: np.ndarray) -> dict[str, float]:
     return toy2d_ground_truth(mixture, samples)
 
 
-def test_denoiser_matches_the_exact_density(toy2d: Path) -> None:
-    cfg = make_config("sample", toy2d)
+@pytest.mark.slow
+def test_denoiser_matches_the_exact_density(trained: Path) -> None:
+    cfg = make_config("sample", trained)
     data = build_dataset(plain(cfg.dataset))
-    got = figures(draw(toy2d, "plain"))
+    got = figures(draw(trained, "plain"))
     assert abs(got["mean_log_density"] - float(data.mixture.log_prob(data.x).mean())) < 0.2
     for k, weight in enumerate(data.mixture.weights.tolist()):
         assert weight / 2 <= got[f"component_{k}_share"] <= weight * 2
@@ -74,23 +84,25 @@ def best_of_sweep(root: Path, guidance: str, scales: tuple[float, ...]) -> dict[
     return max(on_manifold, key=lambda p: p["light_share"])
 
 
-def test_minority_guidance_raises_the_light_share(toy2d: Path) -> None:
-    plain_share = figures(draw(toy2d, "plain"))["light_share"]
-    assert best_of_sweep(toy2d, "minority", (1, 2, 4))["light_share"] >= 3 * plain_share
-
-
-def test_self_guidance_raises_the_light_share(toy2d: Path) -> None:
-    plain_share = figures(draw(toy2d, "plain"))["light_share"]
-    assert best_of_sweep(toy2d, "self", (0.5, 1, 1.5))["light_share"] >= 2 * plain_share
+@pytest.mark.slow
+def test_minority_guidance_raises_the_light_share(trained: Path) -> None:
+    plain_share = figures(draw(trained, "plain"))["light_share"]
+    assert best_of_sweep(trained, "minority", (1, 2, 4))["light_share"] >= 3 * plain_share
 
 
 @pytest.mark.slow
-def test_dpm_solver_at_20_steps_keeps_the_guided_ddpm_light_share(toy2d: Path) -> None:
+def test_self_guidance_raises_the_light_share(trained: Path) -> None:
+    plain_share = figures(draw(trained, "plain"))["light_share"]
+    assert best_of_sweep(trained, "self", (0.5, 1, 1.5))["light_share"] >= 2 * plain_share
+
+
+@pytest.mark.slow
+def test_dpm_solver_at_20_steps_keeps_the_guided_ddpm_light_share(trained: Path) -> None:
     """Minority guidance, w = 4: DPM-Solver++(2M) at 20 steps reaches a light share within 10 %
     of 100-step DDPM's with ≥ 95 % of the samples on the manifold."""
     guided = ("guidance=minority", "guidance.scale=4")
-    ddpm = figures(draw(toy2d, "minority_4", *guided))
-    dpm = figures(draw(toy2d, "dpmpp2m20_4", *guided, "sampler=dpmpp2m", "sampler.steps=20"))
+    ddpm = figures(draw(trained, "minority_4", *guided))
+    dpm = figures(draw(trained, "dpmpp2m20_4", *guided, "sampler=dpmpp2m", "sampler.steps=20"))
     assert dpm["light_share"] >= 0.9 * ddpm["light_share"], (dpm, ddpm)
     assert dpm["off_manifold_share"] <= 0.05, dpm
 
