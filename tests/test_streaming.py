@@ -276,6 +276,7 @@ def test_diffusion_and_classifier_training_stream_a_folder(tmp_path):
         "train",
         tmp_path,
         *common,
+        "task=classifier",  # its length is classifier.max_steps
         "classifier=mlp",
         "classifier.arch_kwargs={hidden: 16, depth: 1}",
         "classifier.augment=random_crop",
@@ -288,3 +289,4 @@ def test_diffusion_and_classifier_training_stream_a_folder(tmp_path):
     saved = torch.load(train_classifier(cfg), weights_only=True)
     assert saved["hyper_parameters"]["sample_shape"] == [3, SIZE, SIZE]
     assert saved["hyper_parameters"]["random_flip"] is False  # flipped per item by the dataset
+    assert saved["hyper_parameters"]["max_steps"] == 3
