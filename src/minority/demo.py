@@ -17,6 +17,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from omegaconf import DictConfig
+
 SAMPLERS = {
     "ancestral": ["run_name=ancestral"],
     "ddim": ["sampler=ddim", "run_name=ddim"],
@@ -56,10 +58,9 @@ def run(args: list[str], root: Path, tag: str) -> None:
     print(f"[{tag}] python {' '.join(args)}  ({time.time() - start:.0f} s)", flush=True)
 
 
-def pipeline(experiment: str, root: Path, num_samples: int, outputs: Path) -> Path:
-    """All stages of one experiment; returns its metrics table."""
+def pipeline(experiment: str, root: Path, num_samples: int, work: Path) -> Path:
+    """All stages of one experiment, whose work folder is ``work``; returns its metrics table."""
     common = [f"experiment={experiment}", "trainer.enable_progress_bar=false"]
-    work = outputs / ("toy2d" if experiment == "toy2d" else "digits_rare")
     if not (work / "diffusion" / "denoiser.pt").is_file():
         run(["train.py", "task=diffusion", *common], root, experiment)
     if not (work / "scores" / "scores.pt").is_file():
@@ -87,17 +88,23 @@ def pipeline(experiment: str, root: Path, num_samples: int, outputs: Path) -> Pa
     return table
 
 
-def toy2d_reference(root: Path) -> str:
-    """The real data's figures, to read the toy2d table against."""
+def composed(root: Path, overrides: list[str]) -> DictConfig:
+    """``conf/sample.yaml`` with ``overrides``, as the stages compose it (paths included)."""
     from hydra import compose, initialize_config_dir
 
     from minority import schema
-    from minority.lit.build import build_dataset
-    from minority.tasks.common import plain
 
     schema.register()
     with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
-        data = build_dataset(plain(compose("sample", ["dataset=toy2d"]).dataset))
+        return compose("sample", overrides)
+
+
+def toy2d_reference(root: Path) -> str:
+    """The real data's figures, to read the toy2d table against."""
+    from minority.lit.build import build_dataset
+    from minority.tasks.common import plain
+
+    data = build_dataset(plain(composed(root, ["dataset=toy2d"]).dataset))
     weights = ", ".join(f"{w:.2f}" for w in data.mixture.weights.tolist())
     return (
         f"toy2d data: mean exact log-density {data.mixture.log_prob(data.x).mean():.4f}, "
@@ -113,10 +120,13 @@ def main() -> None:
     root = Path.cwd()
     if not (root / "train.py").is_file():
         sys.exit("Run the demo from the repository root (where train.py is).")
-    outputs = root / os.environ.get("MINORITY_OUTPUTS", "outputs")  # as conf/paths does
+    # the folders conf/paths gives (paths.root follows $MINORITY_OUTPUTS), composed up front:
+    # Hydra's compose is not for concurrent threads
+    outputs = root / composed(root, []).paths.root
+    works = {e: root / composed(root, [f"experiment={e}"]).paths.work_dir for e in args.experiments}
     with ThreadPoolExecutor(max_workers=len(args.experiments)) as pool:
         tables = list(
-            pool.map(lambda e: pipeline(e, root, args.num_samples, outputs), args.experiments)
+            pool.map(lambda e: pipeline(e, root, args.num_samples, works[e]), args.experiments)
         )
     for table in tables:
         print(f"\n{table}:\n{table.read_text()}")

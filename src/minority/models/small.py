@@ -6,7 +6,7 @@ import math
 
 from torch import Tensor, nn
 
-from minority.errors import require
+from minority.errors import UserError
 from minority.models.adm.layers import timestep_embedding
 
 
@@ -35,13 +35,13 @@ class MLPNet(nn.Module):
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """x: (B, D) or (B, C, H, W) flattened to D; t: int64 (B,) original timesteps."""
         values = math.prod(x.shape[1:])
-        require(
-            values == self.dim,
-            f"The MLP denoiser takes samples of {self.dim} values (model.dim), but this "
-            f"dataset's samples have shape {tuple(x.shape[1:])} ({values} values): choose a "
-            "backbone for this data (an image dataset needs model=unet8 or an adm_* model), "
-            "or set model.dim.",
-        )
+        if values != self.dim:  # the message is built only then: this runs every step
+            raise UserError(
+                f"The MLP denoiser takes samples of {self.dim} values (model.dim), but this "
+                f"dataset's samples have shape {tuple(x.shape[1:])} ({values} values): choose a "
+                "backbone for this data (an image dataset needs model=unet8 or an adm_* model), "
+                "or set model.dim."
+            )
         h = self.inp(x.flatten(1)) + self.time(timestep_embedding(t, self.hidden))
         out = self.body(h)
         if x.ndim == 2:
