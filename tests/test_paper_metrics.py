@@ -197,6 +197,21 @@ def test_evaluate_streams_the_reference_once_and_prints_its_values(tmp_path, mon
     assert lines["fid"] == f"{first['fid']:.6g}" and lines["recall"] == f"{first['recall']:.6g}"
 
 
+def test_the_number_of_loader_workers_reuses_the_cached_features(tmp_path):
+    from omegaconf import OmegaConf
+
+    from minority.tasks.evaluate import RealSet
+
+    write_images(tmp_path / "images", 6)
+    mcfg = OmegaConf.create({"cache_dir": str(tmp_path / "cache")})
+    cfg = {"name": "fake", "format": "folder", "root": str(tmp_path / "images"), "image_size": 8}
+    extractor = CountingPixels()
+    first = RealSet(cfg | {"num_workers": 0}, mcfg).features(extractor)
+    again = RealSet(cfg | {"num_workers": 1}, mcfg).features(extractor)
+    assert extractor.seen == 6 and torch.equal(again, first)
+    assert len(list((tmp_path / "cache").glob("pixels-*.pt"))) == 1
+
+
 def test_one_unique_subset_chosen_in_its_space_serves_every_column_of_a_row(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 

@@ -168,6 +168,7 @@ class _Cover:
         self.above = torch.nextafter((sq + bound).to(tiles.dtype), sq.new_tensor(torch.inf))
         self.best = torch.full((len(points),), torch.inf, dtype=torch.float64, device=sq.device)
         self.pairs: list[tuple[Tensor, Tensor]] = []
+        self.exact: tuple[Tensor, Tensor, Tensor] | None = None
 
     def add(self, sq: Tensor, row_start: int, column_start: int) -> None:
         """Offer a tile of squared distances (points × centres) at the given offsets.
@@ -186,12 +187,20 @@ class _Cover:
 
         A point is in a ball when ``d ≤ r`` (``inclusive``) or ``d < r``.
         """
-        rows = torch.cat([p[0] for p in self.pairs])
-        columns = torch.cat([p[1] for p in self.pairs])
-        exact = _exact_squared(self.points, self.centers, rows, columns, self.chunk)
-        radii = self.radii[columns]
+        rows, radii, exact = self._settled()
         inside = exact <= radii.square() if inclusive else exact < radii.square()
         return self.best.scatter_reduce(0, rows[inside], radii[inside], "amin")
+
+    def _settled(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The kept pairs' points, ball radii and exact float64 squared distances, computed
+        once for both boundary rules (Rarity's strict, precision's inclusive)."""
+        if self.exact is None:
+            empty = self.best.new_zeros(0, dtype=torch.long)
+            rows = torch.cat([empty, *(p[0] for p in self.pairs)])
+            columns = torch.cat([empty, *(p[1] for p in self.pairs)])
+            exact = _exact_squared(self.points, self.centers, rows, columns, self.chunk)
+            self.exact = rows, self.radii[columns], exact
+        return self.exact
 
 
 def _search(
@@ -318,6 +327,10 @@ def _exact_neighbors(
 def _check_sets(q: Tensor, r: Tensor, k: int, available: int) -> None:
     if not 1 <= k <= available:
         raise UserError(f"kNN needs 1 ≤ k ≤ {available} (the reference set size), got k = {k}.")
+    _check_dims(q, r)
+
+
+def _check_dims(q: Tensor, r: Tensor) -> None:
     if r.shape[1] != q.shape[1]:
         raise UserError(
             f"Feature sizes differ: {q.shape[1]} for the queries, {r.shape[1]} for the reference."
@@ -393,7 +406,7 @@ def cross_search(
     """
     q = as_features(query)
     r = as_features(reference, device=q.device)
-    _check_sets(q, r, max(k, 1), len(r))
+    _check_sets(q, r, k, len(r)) if k else _check_dims(q, r)  # k = 0: covers alone
     with full_precision_matmul(), torch.no_grad():
         qt, rt = _tile_pair(q, r, dtype, chunk_size)
         bound = float(_rounding_bound(qt, rt).max())

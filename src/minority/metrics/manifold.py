@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from minority.metrics.knn import DEFAULT_CHUNK, knn, smallest_covering_radius
+from minority.metrics.knn import DEFAULT_CHUNK, cross_search, knn, smallest_covering_radius
 
 
 class Rarity(NamedTuple):
@@ -88,19 +88,6 @@ def rarity_score(
     )
 
 
-def manifold_coverage(
-    points: Tensor | np.ndarray,
-    manifold: Tensor | np.ndarray,
-    manifold_radii: Tensor,
-    chunk_size: int = DEFAULT_CHUNK,
-) -> float:
-    """Share of ``points`` (N, D) inside the union of balls (manifold_i, radius_i), inclusive."""
-    smallest = smallest_covering_radius(
-        points, manifold, manifold_radii, inclusive=True, chunk_size=chunk_size
-    )
-    return covered_fraction(smallest)
-
-
 def covered_fraction(smallest: Tensor) -> float:
     """Share of points held by some ball, from their smallest covering radii (``inf``: none)."""
     return float(torch.isfinite(smallest).double().mean())
@@ -126,7 +113,12 @@ def precision_recall(
     Returns:
         (precision, recall), each in [0, 1].
     """
-    chunk_size = knn_options.get("chunk_size", DEFAULT_CHUNK)
-    precision = manifold_coverage(generated, real, knn_radii(real, k, **knn_options), chunk_size)
-    recall = manifold_coverage(real, generated, knn_radii(generated, k, **knn_options), chunk_size)
-    return precision, recall
+    _, (real_balls,), generated_balls = cross_search(  # one pass over generated × real
+        generated,
+        real,
+        reference_radii=[knn_radii(real, k, **knn_options)],
+        query_radii=knn_radii(generated, k, **knn_options),
+        **knn_options,
+    )
+    precision = covered_fraction(real_balls.smallest(inclusive=True))
+    return precision, covered_fraction(generated_balls.smallest(inclusive=True))

@@ -86,6 +86,11 @@ def run_label(archive: Path, table: Path) -> str:
         return str(folder)
 
 
+# Keys of a dataset node that change how items are loaded, never what they are: not part of
+# the feature cache's key.
+LOADER_ONLY_KEYS = ("num_workers",)
+
+
 class RealSet:
     """The real reference of an evaluation: image formats stream from disk and their features
     are cached (``metrics.cache_dir``); embedded data (toy2d, digits) are built in memory
@@ -106,11 +111,12 @@ class RealSet:
         """Features of every real sample, in dataset order."""
         if self.memory is not None:
             return extractor(self.memory.x)
+        settings = {k: v for k, v in self.dataset.items() if k not in LOADER_ONLY_KEYS}
         return cached_dataset_features(
             extractor,
             self.items,
             self.items.source_files,
-            self.dataset,
+            settings,
             self.mcfg.cache_dir,
             int(self.dataset["num_workers"]),
         )

@@ -16,6 +16,7 @@ from minority.errors import require
 from minority.guidance.build import TermContext
 from minority.instantiate import instantiate
 from minority.lit.build import build_dataset, build_guide, build_init, load_denoiser
+from minority.lit.data import item_dataset
 from minority.lit.sampling import SamplingModule, ShardWriter, pending_ranges
 from minority.models.build import is_class_conditional
 from minority.models.runtime import prepare_network
@@ -42,13 +43,14 @@ def check_sampling_config(cfg: DictConfig) -> None:
 def sample_shape(
     model_cfg: dict, dataset_cfg: dict, cfg: DictConfig | None = None
 ) -> tuple[int, ...]:
-    """One sample's shape: from the ADM flags, else from the (embedded, in-memory) dataset
-    (``cfg``: the whole config, for its ``allowed_targets``)."""
+    """One sample's shape: from the ADM flags, else from the dataset's first item (image
+    formats read that one image, not the whole set; ``cfg``: the whole config, for its
+    ``allowed_targets``)."""
     flags = model_cfg.get("flags")
     if flags:
         size = int(flags.get("large_size", flags.get("image_size")))
         return (int(flags.get("in_channels", 3)), size, size)
-    return build_dataset(dataset_cfg, cfg).sample_shape
+    return tuple(item_dataset(dataset_cfg, cfg)[0][0].shape)
 
 
 def low_res_conditions(cfg: DictConfig, model_cfg: dict) -> tuple[np.ndarray | None, Tensor | None]:
