@@ -1,4 +1,5 @@
 """SIGKILL during sampling, relaunch: exactly N unique samples, equal to an uninterrupted run.
+SIGTERM stops the run after its current shard, in one sentence, and a relaunch completes it.
 
 100 batches keep the run long enough that the kill lands mid-way on a fast machine.
 """
@@ -50,3 +51,29 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     )
     assert merged.shape == (1000, 2) and np.array_equal(np.sort(indices), np.arange(1000))
     np.testing.assert_allclose(merged, np.load(reference / "samples.npz")["arr_0"], atol=1e-6)
+
+
+def test_sigterm_stops_after_the_current_shard_and_a_relaunch_completes(tmp_path: Path) -> None:
+    root = untrained_work_folder(tmp_path)
+    folder = tmp_path / "terminated"
+    process = subprocess.Popen(
+        command(root, folder),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while len(list((folder / "shards").glob("shard_*.npz"))) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    stderr = process.communicate(timeout=120)[1]
+    done_before = len(list((folder / "shards").glob("shard_*.npz")))
+    assert process.returncode == 2 and "Traceback" not in stderr, stderr[-2000:]
+    assert "Stopped by SIGTERM" in stderr and "Rerun the same command" in stderr
+    assert 3 <= done_before < 100 and not (folder / "samples.npz").exists()
+    subprocess.run(command(root, folder), cwd=REPO, check=True, capture_output=True)
+    indices = np.concatenate(
+        [np.load(p)["indices"] for p in (folder / "shards").glob("shard_*.npz")]
+    )
+    assert np.array_equal(np.sort(indices), np.arange(1000))

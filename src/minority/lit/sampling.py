@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from minority.diffusion.gaussian import GaussianDiffusion
+from minority.errors import UserError
 from minority.guidance.base import Guide
 from minority.models.denoiser import Denoiser
 from minority.outputs import completed_ranges, from_uint8_nhwc, to_storage, write_shard
@@ -155,6 +156,17 @@ class ShardWriter(BasePredictionWriter):
     def __init__(self, folder: str | Path):
         super().__init__(write_interval="batch")
         self.folder = Path(folder)
+
+    def on_predict_batch_end(self, trainer, *args, **kwargs) -> None:
+        """Write the batch's shard, then stop if the process was sent SIGTERM (a cluster's
+        pre-emption, ``kill``): Lightning notes the signal but its predict loop, unlike the fit
+        loop, would carry on to the end."""
+        super().on_predict_batch_end(trainer, *args, **kwargs)
+        if trainer.received_sigterm:
+            raise UserError(
+                f"Stopped by SIGTERM; the finished shards are in {self.folder}. Rerun the same "
+                "command to complete the missing ones."
+            )
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
